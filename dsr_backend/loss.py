@@ -1,0 +1,35 @@
+"""The DSR training loss (paper eq. 2-3): IGR surface, normal, eikonal and latent terms."""
+from __future__ import annotations
+
+import torch
+
+from .model import SpaceTimeSDF
+from .sampling import Batch
+
+
+def igr_loss(model: SpaceTimeSDF, batch: Batch, normal_weight: float = 1.0, eikonal_weight: float = 0.1,
+             latent_weight: float = 1e-3) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of eq. 2-3 on one batch.
+
+    ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
+    ``lambda * mean (||grad f(x)|| - 1)^2`` over the samples of D, plus ``alpha * mean_p ||z_p||``.
+    Surface points and samples go through the network in one pass.
+
+    Returns
+    -------
+    total : scalar tensor with the graph to the parameters
+    terms : the detached terms by name ("surface", "normal", "eikonal", "latent")
+    """
+    count = len(batch.surface_x)
+    x = torch.cat([batch.surface_x, batch.space_x])
+    t = torch.cat([batch.surface_t, batch.space_t])
+    protein = torch.cat([batch.surface_protein, batch.space_protein])
+    out = model.sdf_and_gradient(x, t, protein)
+    sdf, grad = out.sdf.float(), out.grad_x.float()
+    surface = sdf[:count].abs().mean()
+    normal = (grad[:count] - batch.surface_n).norm(dim=1).mean()
+    eikonal = (grad[count:].norm(dim=1) - 1.0).pow(2).mean()
+    latent = model.latents.weight.norm(dim=1).mean()
+    total = surface + normal_weight * normal + eikonal_weight * eikonal + latent_weight * latent
+    terms = {"surface": surface, "normal": normal, "eikonal": eikonal, "latent": latent}
+    return total, {name: value.detach() for name, value in terms.items()}

@@ -1,0 +1,172 @@
+"""Surfaces from a trained model: SDF grids, marching cubes, vertex normals and normal speed."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from skimage import measure
+
+from .errors import InvalidInputError, ResourceLimitError
+from .series import check_finite_t
+from .trained import TrainedModel
+
+logger = logging.getLogger(__name__)
+
+MIN_RESOLUTION = 8
+BYTES_PER_GRID_POINT = 4 * 6  # the float32 grid plus marching-cubes work arrays, measured roughly
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh in Å with unit vertex normals and optional per-vertex values."""
+
+    vertices: np.ndarray   # (V, 3) float32
+    faces: np.ndarray      # (F, 3) int64, counter-clockwise seen from outside
+    normals: np.ndarray    # (V, 3) float32, outward (grad f)
+    t: float
+    level: float
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return len(self.faces) == 0
+
+
+def available_memory_bytes() -> int:
+    """Memory the system reports as available (Linux), or 8 GiB where it cannot tell."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_resolution(resolution: int, max_bytes: int | None = None) -> int:
+    """Validate a grid resolution against the minimum and the memory it would need (before allocating)."""
+    resolution = int(resolution)
+    if resolution < MIN_RESOLUTION:
+        raise InvalidInputError(f"resolution must be at least {MIN_RESOLUTION}, got {resolution}")
+    limit = max_bytes if max_bytes is not None else available_memory_bytes() // 2
+    needed = resolution ** 3 * BYTES_PER_GRID_POINT
+    if needed > limit:
+        largest = int((limit / BYTES_PER_GRID_POINT) ** (1 / 3))
+        raise ResourceLimitError(f"resolution {resolution} needs about {needed / 2**30:.1f} GiB, more than the "
+                                 f"{limit / 2**30:.1f} GiB allowed; use a resolution of at most {largest}")
+    return resolution
+
+
+def unit_grid_axis(resolution: int) -> np.ndarray:
+    """Coordinates of the grid nodes along one axis of the unit cube [-1, 1]."""
+    return np.linspace(-1.0, 1.0, resolution)
+
+
+def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int | str = 0,
+             chunk: int = 65536, max_bytes: int | None = None) -> np.ndarray:
+    """SDF in Å on a ``resolution``^3 grid over the series box (the unit cube), axes ordered x, y, z."""
+    resolution = check_resolution(resolution, max_bytes)
+    (t_value,) = check_finite_t(t)
+    axis = torch.as_tensor(unit_grid_axis(resolution), dtype=torch.float32, device=model.device)
+    index = model.protein_index(protein)
+    model_t = float(model.time_map.fraction_to_model(t_value))
+    grid = np.empty(resolution ** 3, dtype=np.float32)
+    plane = resolution * resolution
+    yy, zz = torch.meshgrid(axis, axis, indexing="ij")
+    yz = torch.stack([yy.reshape(-1), zz.reshape(-1)], dim=1)
+    rows_per_chunk = max(1, chunk // plane)
+    with torch.no_grad():
+        for start in range(0, resolution, rows_per_chunk):
+            xs = axis[start:start + rows_per_chunk]
+            block = torch.cat([xs.repeat_interleave(plane)[:, None], yz.repeat(len(xs), 1)], dim=1)
+            times = torch.full((len(block),), model_t, device=model.device)
+            proteins = torch.full((len(block),), index, dtype=torch.long, device=model.device)
+            values = model.network(block, times, proteins)
+            grid[start * plane:(start + len(xs)) * plane] = values.float().cpu().numpy()
+    return grid.reshape(resolution, resolution, resolution) * np.float32(model.normalization.scale)
+
+
+def vertex_fields(model: TrainedModel, vertices: np.ndarray, t: float, protein: int = 0,
+                  with_speed: bool = False, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray | None]:
+    """Outward unit normals (grad f) at ``vertices`` in Å and, if asked, the normal speed.
+
+    The normal speed ``-f_t / |grad f|`` is in Å per unit of t (one trained range); positive where the
+    surface moves outward.
+    """
+    unit = torch.as_tensor(model.normalization.to_unit(vertices), dtype=torch.float32, device=model.device)
+    model_t = float(model.time_map.fraction_to_model(t))
+    normals, speeds = [], []
+    with torch.no_grad():
+        for block in torch.split(unit, chunk):
+            times = torch.full((len(block),), model_t, device=model.device)
+            proteins = torch.full((len(block),), protein, dtype=torch.long, device=model.device)
+            out = model.network.sdf_and_gradient(block, times, proteins, with_time=with_speed)
+            length = out.grad_x.norm(dim=1).clamp(min=1e-12)
+            normals.append(out.grad_x / length[:, None])
+            if with_speed:
+                rate = out.grad_t * model.time_map.model_time_scale() * model.normalization.scale
+                speeds.append(-rate / length)
+    normals_np = torch.cat(normals).cpu().numpy().astype(np.float32) if normals else np.zeros((0, 3), np.float32)
+    speed_np = None
+    if with_speed:
+        speed_np = torch.cat(speeds).cpu().numpy().astype(np.float32) if speeds else np.zeros(0, np.float32)
+    return normals_np, speed_np
+
+
+def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of an SDF grid (Å) at ``level`` Å; vertices in Å, faces wound outward."""
+    if not grid.min() <= level <= grid.max():
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    step = 2.0 / (len(grid) - 1)
+    vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=(step,) * 3,
+                                                   gradient_direction="ascent")
+    vertices = model.normalization.to_angstrom(vertices - 1.0).astype(np.float32)
+    return vertices, faces.astype(np.int64)
+
+
+def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
+                     levels: Sequence[float] | float = 0.0, resolution: int = 128, protein: int | str = 0,
+                     with_speed: bool = False, max_bytes: int | None = None) -> list[list[Mesh]]:
+    """Level sets of the model at several times.
+
+    Parameters
+    ----------
+    model : a trained model.
+    ts : fraction(s) of the trained range (0 first trained time, 1 last; outside [0, 1] extrapolates).
+    levels : SDF value(s) in Å; 0 is the surface, positive levels lie outside.
+    resolution : grid nodes per axis over the series box.
+    protein : index or name of the protein whose surface to extract.
+    with_speed : add ``values["speed"]``, the normal speed in Å per unit t.
+
+    Returns
+    -------
+    ``meshes[i][j]`` is the surface at ``ts[i]`` and ``levels[j]``; a level the field never reaches gives
+    an empty mesh.
+    """
+    times = check_finite_t(ts)
+    level_values = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    if not np.all(np.isfinite(level_values)):
+        raise InvalidInputError(f"levels must be finite, got {level_values.tolist()}")
+    index = model.protein_index(protein)
+    check_resolution(resolution, max_bytes)
+    result = []
+    for t in times:
+        grid = sdf_grid(model, t, resolution, index, max_bytes=max_bytes)
+        row = []
+        for level in level_values:
+            vertices, faces = mesh_from_grid(grid, model, float(level))
+            if len(faces) == 0:
+                logger.warning("level %.3g Å is not reached at t=%.3g (SDF range %.3g..%.3g Å)",
+                               level, t, grid.min(), grid.max())
+            normals, speed = vertex_fields(model, vertices, t, index, with_speed)
+            values = {"speed": speed} if with_speed else {}
+            row.append(Mesh(vertices, faces, normals, float(t), float(level), values))
+        result.append(row)
+    return result
+
+
+def extract_surface(model: TrainedModel, t: float = 0.5, level: float = 0.0, resolution: int = 128,
+                    protein: int | str = 0, with_speed: bool = False, max_bytes: int | None = None) -> Mesh:
+    """The level set at one time; see :func:`extract_surfaces`."""
+    return extract_surfaces(model, [t], [level], resolution, protein, with_speed, max_bytes)[0][0]

@@ -1,0 +1,93 @@
+"""Training batches: surface points drawn across frames and the IGR sampling distribution D."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .series import SurfaceSeries
+
+
+def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu") -> np.ndarray:
+    """Distance from every point to its k-th nearest other point (clamped to the cloud size).
+
+    Uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each).
+    """
+    points = np.asarray(points, dtype=np.float32)
+    k = min(k, len(points) - 1)
+    if k < 1:
+        return np.full(len(points), 1e-2, dtype=np.float32)
+    if torch.device(device).type == "cuda":
+        from pykeops.torch import LazyTensor
+
+        tensor = torch.as_tensor(points, device=device)
+        rows, cols = LazyTensor(tensor[:, None, :]), LazyTensor(tensor[None, :, :])
+        squared = ((rows - cols) ** 2).sum(-1).Kmin(k + 1, dim=1)  # column 0 is the point itself
+        return squared[:, k].clamp(min=0).sqrt().cpu().numpy()
+    from scipy.spatial import cKDTree
+
+    distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)
+    return distances[:, k].astype(np.float32)
+
+
+@dataclass
+class Batch:
+    """One training batch in the unit frame and model time."""
+
+    surface_x: torch.Tensor        # (B, 3)
+    surface_n: torch.Tensor        # (B, 3)
+    surface_t: torch.Tensor        # (B,)
+    surface_protein: torch.Tensor  # (B,)
+    space_x: torch.Tensor          # (B + B // 8, 3) samples from D
+    space_t: torch.Tensor
+    space_protein: torch.Tensor
+
+
+class SeriesSampler:
+    """Draws batches from a :class:`SurfaceSeries` held on ``device``.
+
+    Each batch takes ``batch_size`` surface points from ``frames_per_step`` frames chosen at random
+    (all frames when 0), the same number of points from each chosen frame. The eikonal samples of D are
+    every surface point moved by Gaussian noise of standard deviation equal to its distance to its
+    ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
+    [-1, 1]^3 at the times and proteins of random batch points (IGR).
+    """
+
+    def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
+                 global_fraction: float = 0.125, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.frames_per_step = int(frames_per_step) if frames_per_step else series.num_frames
+        self.frames_per_step = min(self.frames_per_step, series.num_frames)
+        self.num_global = int(round(batch_size * global_fraction))
+        unit = [series.unit_points(i) for i in range(series.num_frames)]
+        sigmas = [knn_distance(p, knn, self.device) for p in unit]
+        sizes = series.frame_sizes()
+        self.sizes = torch.as_tensor(sizes, device=self.device)
+        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), device=self.device)
+        self.points = torch.as_tensor(np.concatenate(unit), device=self.device)
+        self.normals = torch.as_tensor(np.concatenate(series.normals), device=self.device)
+        self.sigmas = torch.as_tensor(np.concatenate(sigmas), device=self.device)
+        self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
+        self.frame_protein = torch.as_tensor(series.proteins, device=self.device)
+
+    def sample(self, generator: torch.Generator) -> Batch:
+        """Draw one batch using ``generator`` (on the sampler's device) for all randomness."""
+        device, count = self.device, self.batch_size
+        num_frames = len(self.sizes)
+        if self.frames_per_step < num_frames:
+            chosen = torch.randperm(num_frames, generator=generator, device=device)[:self.frames_per_step]
+        else:
+            chosen = torch.arange(num_frames, device=device)
+        frame = chosen[torch.randint(len(chosen), (count,), generator=generator, device=device)]
+        within = (torch.rand(count, generator=generator, device=device) * self.sizes[frame]).long()
+        index = self.offsets[frame] + torch.minimum(within, self.sizes[frame] - 1)
+        x, t, protein = self.points[index], self.frame_t[frame], self.frame_protein[frame]
+        noise = torch.randn(count, 3, generator=generator, device=device) * self.sigmas[index, None]
+        donors = torch.randint(count, (self.num_global,), generator=generator, device=device)
+        uniform = torch.rand(self.num_global, 3, generator=generator, device=device) * 2.0 - 1.0
+        return Batch(
+            surface_x=x, surface_n=self.normals[index], surface_t=t, surface_protein=protein,
+            space_x=torch.cat([x + noise, uniform]), space_t=torch.cat([t, t[donors]]),
+            space_protein=torch.cat([protein, protein[donors]]))

@@ -1,0 +1,93 @@
+"""A trained DSR model together with the maps that put it in Ångström and trajectory time."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import read_checkpoint
+from .config import TrainConfig
+from .errors import CheckpointError, InvalidInputError
+from .model import SpaceTimeSDF
+from .series import Normalization, TimeMap, check_finite_t
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or "auto": CUDA when available, else CPU; otherwise the named device, checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+@dataclass
+class TrainedModel:
+    """A network with its normalisation (Å <-> unit frame), time map and protein names."""
+
+    network: SpaceTimeSDF
+    normalization: Normalization
+    time_map: TimeMap
+    protein_names: list[str]
+    config: TrainConfig
+    step: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> "TrainedModel":
+        """Build from a validated checkpoint dictionary."""
+        try:
+            config = TrainConfig.from_dict(state["config"])
+            network = SpaceTimeSDF(config.model)
+            network.load_state_dict(state["model_state"])
+        except (TypeError, ValueError, RuntimeError, KeyError) as error:
+            raise CheckpointError(f"checkpoint does not match the DSR model: {error}") from None
+        norm, times = state["normalization"], state["time_map"]
+        return cls(network=network.to(device).eval(),
+                   normalization=Normalization(tuple(float(c) for c in norm["center"]), float(norm["scale"])),
+                   time_map=TimeMap(float(times["start"]), float(times["stop"])),
+                   protein_names=list(state["protein_names"]), config=config, step=int(state["step"]),
+                   metadata=dict(state.get("metadata", {})))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "TrainedModel":
+        """Load a checkpoint file for queries (on CUDA when available unless ``device`` says otherwise)."""
+        device = resolve_device(device)
+        return cls.from_state(read_checkpoint(path, map_location=device), device)
+
+    def protein_index(self, protein: int | str = 0) -> int:
+        """Index of a protein given by index or name."""
+        if isinstance(protein, str) and not protein.lstrip("-").isdigit():
+            if protein not in self.protein_names:
+                raise InvalidInputError(
+                    f"unknown protein {protein!r}; this model knows {', '.join(self.protein_names)}")
+            return self.protein_names.index(protein)
+        index = int(protein)
+        if not 0 <= index < len(self.protein_names):
+            raise InvalidInputError(f"protein index {index} out of range 0..{len(self.protein_names) - 1}")
+        return index
+
+    def sdf(self, points: np.ndarray, t: float, protein: int | str = 0, chunk: int = 65536) -> np.ndarray:
+        """Signed distance in Å at ``points`` (P, 3) in Å, at fraction ``t`` of the trained range."""
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InvalidInputError(f"points must have shape (P, 3), got {points.shape}")
+        (t_value,) = check_finite_t(t)
+        unit = torch.as_tensor(self.normalization.to_unit(points), dtype=torch.float32, device=self.device)
+        model_t = float(self.time_map.fraction_to_model(t_value))
+        index = self.protein_index(protein)
+        values = []
+        with torch.no_grad():
+            for block in torch.split(unit, chunk):
+                times = torch.full((len(block),), model_t, device=self.device)
+                proteins = torch.full((len(block),), index, dtype=torch.long, device=self.device)
+                values.append(self.network(block, times, proteins))
+        return torch.cat(values).cpu().numpy().astype(np.float64) * self.normalization.scale
