@@ -1,19 +1,26 @@
 """The DSR training loss (paper eq. 2-3): IGR surface, normal, eikonal and latent terms."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from .model import SpaceTimeSDF
+from .model import SDFWithGradient, SpaceTimeSDF
 from .sampling import Batch
+
+GradientFn = Callable[[SpaceTimeSDF, torch.Tensor, torch.Tensor, torch.Tensor], SDFWithGradient]
 
 
 def igr_loss(model: SpaceTimeSDF, batch: Batch, normal_weight: float = 1.0, eikonal_weight: float = 0.1,
-             latent_weight: float = 1e-3) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             latent_weight: float = 1e-3, gradient_fn: GradientFn | None = None,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of eq. 2-3 on one batch.
 
     ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
     ``lambda * mean (||grad f(x)|| - 1)^2`` over the samples of D, plus ``alpha * mean_p ||z_p||``.
-    Surface points and samples go through the network in one pass.
+    Surface points and samples go through the network in one pass, by ``gradient_fn``
+    (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``; benchmarks pass the plain
+    autograd reference).
 
     Returns
     -------
@@ -24,7 +31,7 @@ def igr_loss(model: SpaceTimeSDF, batch: Batch, normal_weight: float = 1.0, eiko
     x = torch.cat([batch.surface_x, batch.space_x])
     t = torch.cat([batch.surface_t, batch.space_t])
     protein = torch.cat([batch.surface_protein, batch.space_protein])
-    out = model.sdf_and_gradient(x, t, protein)
+    out = gradient_fn(model, x, t, protein) if gradient_fn else model.sdf_and_gradient(x, t, protein, dtype=dtype)
     sdf, grad = out.sdf.float(), out.grad_x.float()
     surface = sdf[:count].abs().mean()
     normal = (grad[:count] - batch.surface_n).norm(dim=1).mean()

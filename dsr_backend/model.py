@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .fused import COORDS, FusedSDFGradient, LayerLayout
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -42,17 +44,13 @@ class SDFWithGradient(NamedTuple):
     grad_t: torch.Tensor | None  # (B,)
 
 
-COORDS = 4  # x, y, z, t
-
 
 class SpaceTimeSDF(nn.Module):
     """MLP f(x, t, z_p) -> signed distance, with IGR geometric initialisation.
 
     The input is (x, y, z, t) in the unit frame / model time, followed by the latent code of protein p.
     ``forward`` is the plain formulation (concatenate, Linear, Softplus); ``sdf_and_gradient`` computes
-    the same function and its input gradient with an explicit reverse pass that touches only the
-    coordinate columns of the input layers and shares one exponential between the softplus and its
-    derivative; autograd differentiates through it for training.
+    the same function and its input gradient in one fused autograd node for training and queries.
     """
 
     def __init__(self, config: ModelConfig):
@@ -73,6 +71,7 @@ class SpaceTimeSDF(nn.Module):
                 raise ValueError(f"hidden={config.hidden} is too small for an input of {d_in} at the skip")
             linears.append(nn.Linear(in_dim, out_dim))
         self.linears = nn.ModuleList(linears)
+        self._layout = LayerLayout([linear.in_features for linear in linears[:-1]], d_in, config.skip_layer)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -107,60 +106,21 @@ class SpaceTimeSDF(nn.Module):
         return h.squeeze(1)
 
     # ------------------------------------------------------------------ fast formulation
-    def _input_layer(self, linear: nn.Linear, coords: torch.Tensor, protein: torch.Tensor,
-                     offset: int) -> torch.Tensor:
-        """Contribution of the (coords, latent) input to ``linear``, whose input block starts at ``offset``.
-
-        The latent columns are applied once per protein and gathered, instead of once per point.
-        """
-        weight = linear.weight
-        per_protein = self.latents.weight @ weight[:, offset + COORDS:].t()
-        return coords @ weight[:, offset:offset + COORDS].t() + per_protein[protein]
-
     def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
-                         with_time: bool = False) -> SDFWithGradient:
+                         with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:
         """f and its gradient in x (and in t when ``with_time``) at ``x`` (B, 3), ``t`` (B,), ``protein`` (B,).
 
-        Differentiable: the results carry the graph to the parameters, as
-        ``autograd.grad(create_graph=True)`` would.
+        Differentiable in the parameters and latent codes (not in ``x`` or ``t``), as
+        ``autograd.grad(create_graph=True)`` would be, through one fused autograd node
+        (:mod:`dsr_backend.fused`). ``dtype=torch.bfloat16`` runs the matrix products and elementwise
+        work in bfloat16 (float32 accumulation); results and parameter gradients are float32.
         """
-        cfg = self.config
-        beta = cfg.beta
-        coords = torch.cat([x, t.reshape(-1, 1)], dim=1)
-        slopes = []
-        h = None
-        for index, linear in enumerate(self.linears[:-1]):
-            if index == 0:
-                pre = self._input_layer(linear, coords, protein, 0) + linear.bias
-            elif index == cfg.skip_layer:
-                hidden_in = h.shape[1]
-                pre = (F.linear(h, linear.weight[:, :hidden_in])
-                       + self._input_layer(linear, coords, protein, hidden_in)) / math.sqrt(2.0) + linear.bias
-            else:
-                pre = F.linear(h, linear.weight, linear.bias)
-            scaled = beta * pre
-            decay = torch.exp(-scaled.abs())  # shared by softplus and its derivative (the sigmoid)
-            h = (scaled.clamp(min=0) + torch.log1p(decay)) / beta
-            slopes.append(torch.where(scaled >= 0, 1.0, decay) / (1.0 + decay))
-        last = self.linears[-1]
-        sdf = F.linear(h, last.weight, last.bias).squeeze(1)
-
-        grad_h = last.weight.expand(len(x), -1)
-        grad_coords = None
-        for index in range(cfg.layers - 1, -1, -1):
-            grad_pre = grad_h * slopes[index]
-            weight = self.linears[index].weight
-            if index == cfg.skip_layer:
-                grad_pre = grad_pre / math.sqrt(2.0)
-                hidden_in = weight.shape[1] - self.input_dim
-                grad_coords = grad_pre @ weight[:, hidden_in:hidden_in + COORDS]
-                grad_h = grad_pre @ weight[:, :hidden_in]
-            elif index == 0:
-                direct = grad_pre @ weight[:, :COORDS]
-                grad_coords = direct if grad_coords is None else grad_coords + direct
-            else:
-                grad_h = grad_pre @ weight
-        return SDFWithGradient(sdf, grad_coords[:, :3], grad_coords[:, 3] if with_time else None)
+        coords = torch.cat([x.detach(), t.detach().reshape(-1, 1)], dim=1)
+        params = [p for linear in self.linears for p in (linear.weight, linear.bias)]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            sdf, grad = FusedSDFGradient.apply(coords, protein, self._layout, self.config.beta, dtype,
+                                               self.latents.weight, *params)
+        return SDFWithGradient(sdf, grad[:, :3], grad[:, 3] if with_time else None)
 
 
 def reference_sdf_and_gradient(model: SpaceTimeSDF, x: torch.Tensor, t: torch.Tensor,

@@ -1,7 +1,6 @@
 """Training a DSR model on a surface series: seeded, checkpointed, resumable, cancellable."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -109,17 +108,12 @@ class Trainer:
         return trainer
 
     # ------------------------------------------------------------------ training
-    def _precision_context(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def train_step(self) -> dict[str, float]:
         """One optimiser step; raises :class:`TrainingDivergedError` on a non-finite loss."""
         batch = self.sampler.sample(self.generator)
-        with self._precision_context():
-            loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
-                                   self.config.latent_weight)
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
+        loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
+                               self.config.latent_weight, dtype=dtype)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"the loss became {loss.item()} at step {self.step + 1}; the model was not saved. "

@@ -1,0 +1,215 @@
+"""Atoms per frame from MD files (any topology/trajectory MDAnalysis reads), with PyMOL vdW radii.
+
+MDAnalysis is an optional dependency (``pip install "pymol-dsr[md]"``); it is imported only when
+a trajectory is read.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError, MissingDependencyError
+from .radii import vdw_radii
+
+logger = logging.getLogger(__name__)
+
+INSTALL_MD = 'pip install "pymol-dsr[md]"'
+HYDROGENS = ("H", "D")  # deuterium counts as hydrogen
+
+
+@dataclass
+class AtomFrames:
+    """Selected atoms of selected frames.
+
+    Attributes
+    ----------
+    coords : (K, N, 3) float32
+        Positions in Å, one row per selected frame.
+    radii : (N,) float32
+        PyMOL vdW radii by element.
+    elements : list of str
+        Element symbol per atom, capitalised as in the periodic table (``"C"``, ``"Zn"``).
+    frame_indices : (K,) int64
+        0-based trajectory frame numbers.
+    times_ps : (K,) float64
+        Frame times in ps (MDAnalysis ``ts.time``).
+    """
+
+    coords: np.ndarray
+    radii: np.ndarray
+    elements: list[str]
+    frame_indices: np.ndarray
+    times_ps: np.ndarray
+
+
+def parse_frame_slice(text: str) -> slice:
+    """Parse a frame selection: ``"start:stop:step"`` with optional parts, or one frame number.
+
+    ``"0:80:2"``, ``"10:"``, ``":50"`` and ``":"`` follow Python slicing; ``"5"`` is frame 5 alone
+    (``slice(5, 6)``) and ``"-1"`` the last frame. The step must be positive.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"frame selection must be a string like '0:80:2'; got {type(text).__name__}")
+    parts = [part.strip() for part in text.strip().split(":")]
+    if len(parts) > 3:
+        raise InvalidInputError(f"frame selection must be 'start:stop:step' (each part optional) or one "
+                                f"frame number; got {text!r}")
+    try:
+        numbers = [int(part) if part else None for part in parts]
+    except ValueError:
+        raise InvalidInputError(f"frame selection must hold integers, as in '0:80:2', '10:', ':50' or '5'; "
+                                f"got {text!r}") from None
+    if len(numbers) == 1:
+        (index,) = numbers
+        if index is None:
+            raise InvalidInputError("frame selection is empty; use ':' for all frames")
+        return slice(index, index + 1 if index != -1 else None)
+    return _check_slice(slice(*numbers))
+
+
+def _check_slice(frames: slice) -> slice:
+    for name in ("start", "stop", "step"):
+        value = getattr(frames, name)
+        if value is not None and not isinstance(value, (int, np.integer)):
+            raise InvalidInputError(f"frame slice {name} must be an integer or None; got {value!r}")
+    if frames.step is not None and frames.step <= 0:
+        raise InvalidInputError(f"frame slice step must be positive; got {frames.step}")
+    return frames
+
+
+def _import_mdanalysis():
+    try:
+        import MDAnalysis
+    except ImportError:
+        raise MissingDependencyError(
+            f"reading MD topologies and trajectories needs MDAnalysis; install it with: {INSTALL_MD}") from None
+    return MDAnalysis
+
+
+def _element_guesser() -> Callable[[str], str]:
+    """MDAnalysis' element-from-atom-name guesser (the 2.8+ API, else the older function)."""
+    try:
+        from MDAnalysis.guesser.default_guesser import DefaultGuesser
+    except ImportError:
+        from MDAnalysis.topology.guessers import guess_atom_element
+        return guess_atom_element
+    return DefaultGuesser(None).guess_atom_element
+
+
+def _normalize_element(symbol: str) -> str:
+    return str(symbol).strip().capitalize()
+
+
+def _atom_elements(atoms) -> list[str]:
+    """Element symbols of an MDAnalysis AtomGroup: the topology's, else guessed from atom names.
+
+    Atoms whose topology element is blank (e.g. an empty PDB element column) are guessed one by one.
+    """
+    try:
+        given = [_normalize_element(symbol) for symbol in atoms.elements]
+    except AttributeError:  # MDAnalysis' NoDataError: the topology has no element column
+        given = [""] * len(atoms)
+    missing = [i for i, symbol in enumerate(given) if not symbol]
+    if missing:
+        guess = _element_guesser()
+        try:
+            labels = atoms.names
+        except AttributeError:
+            labels = atoms.types
+        for i in missing:
+            given[i] = _normalize_element(guess(str(labels[i])))
+        logger.info("guessed the elements of %d of %d atoms from their names", len(missing), len(atoms))
+    return given
+
+
+def _check_files(topology: str, trajectories: Sequence[str]) -> None:
+    if not os.path.isfile(topology):
+        raise InvalidInputError(f"topology file not found: {topology}")
+    for path in trajectories:
+        if not os.path.isfile(path):
+            raise InvalidInputError(f"trajectory file not found: {path}")
+
+
+def _load_universe(topology: str, trajectories: Sequence[str]):
+    mda = _import_mdanalysis()
+    try:
+        universe = mda.Universe(topology, list(trajectories)) if trajectories else mda.Universe(topology)
+    except Exception as error:  # MDAnalysis raises many types for unreadable or mismatched files
+        files = ", ".join([topology, *trajectories])
+        raise InvalidInputError(f"MDAnalysis could not read {files}: {error}") from None
+    if not hasattr(universe, "trajectory"):
+        raise InvalidInputError(f"topology {topology} holds no coordinates; give a trajectory file as well")
+    return universe
+
+
+def _select(universe, select: str):
+    try:
+        atoms = universe.select_atoms(select)
+    except Exception as error:  # SelectionError and parser errors
+        raise InvalidInputError(f"invalid atom selection {select!r}: {error}") from None
+    if len(atoms) == 0:
+        raise InvalidInputError(f"atom selection {select!r} matches no atoms "
+                                f"(the topology has {len(universe.atoms)} atoms)")
+    return atoms
+
+
+def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: str = "protein",
+                     frames: str | slice = ":", include_hydrogens: bool = True) -> AtomFrames:
+    """Read the positions of selected atoms over selected frames of an MD trajectory.
+
+    Parameters
+    ----------
+    topology : str
+        Topology file (PSF, PDB, GRO, TPR, ...); used alone when it also holds coordinates.
+    trajectories : sequence of str
+        Trajectory files (DCD, XTC, TRR, ...), concatenated in order.
+    select : str
+        MDAnalysis selection string.
+    frames : str or slice
+        Frames to read, as for :func:`parse_frame_slice`, or a slice with a positive step.
+    include_hydrogens : bool
+        Keep hydrogen atoms (elements H and D).
+
+    Returns
+    -------
+    AtomFrames
+    """
+    frame_slice = parse_frame_slice(frames) if isinstance(frames, str) else _check_slice(frames)
+    topology = os.fspath(topology)
+    if isinstance(trajectories, (str, os.PathLike)):
+        trajectories = [trajectories]
+    trajectories = [os.fspath(path) for path in trajectories]
+    _check_files(topology, trajectories)
+    universe = _load_universe(topology, trajectories)
+    atoms = _select(universe, select)
+    elements = _atom_elements(atoms)
+    if not include_hydrogens:
+        heavy = np.array([symbol not in HYDROGENS for symbol in elements], dtype=bool)
+        if not heavy.any():
+            raise InvalidInputError(f"atom selection {select!r} holds only hydrogens; "
+                                    "nothing is left with include_hydrogens=False")
+        atoms = atoms[heavy]
+        elements = [symbol for symbol, keep in zip(elements, heavy) if keep]
+    n_frames = len(universe.trajectory)
+    indices = np.arange(n_frames, dtype=np.int64)[frame_slice]
+    if len(indices) == 0:
+        raise InvalidInputError(f"frame selection {frames!r} selects no frames; "
+                                f"the trajectory has {n_frames} frames (0..{n_frames - 1})")
+    coords = np.empty((len(indices), len(atoms), 3), dtype=np.float32)
+    times = np.empty(len(indices), dtype=np.float64)
+    for k, index in enumerate(indices):
+        timestep = universe.trajectory[int(index)]
+        positions = atoms.positions
+        if not np.isfinite(positions).all():
+            raise InvalidInputError(f"frame {index} of {', '.join(trajectories) or topology} has "
+                                    "non-finite (NaN or infinite) coordinates")
+        coords[k] = positions
+        times[k] = timestep.time
+    logger.info("read %d atoms x %d frames from %s", len(atoms), len(indices), topology)
+    return AtomFrames(coords=coords, radii=np.asarray(vdw_radii(elements), dtype=np.float32),
+                      elements=elements, frame_indices=indices, times_ps=times)
+

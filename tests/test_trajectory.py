@@ -1,0 +1,156 @@
+"""dsr_backend.trajectory on the adenylate kinase PSF + DCD of MDAnalysisTests and small hand-made files."""
+import sys
+
+import numpy as np
+import pytest
+
+from dsr_backend.errors import InvalidInputError, MissingDependencyError
+from dsr_backend.trajectory import AtomFrames, parse_frame_slice, read_atom_frames
+
+mda = pytest.importorskip("MDAnalysis")
+datafiles = pytest.importorskip("MDAnalysisTests.datafiles")
+PSF, DCD = datafiles.PSF, datafiles.DCD
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+PYMOL_RADII = {"H": 1.2, "C": 1.7, "N": 1.55, "O": 1.52, "S": 1.8}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """MDAnalysis' own positions and times of frames 0, 2, 4, 6, 8 of all protein atoms."""
+    universe = mda.Universe(PSF, DCD)
+    protein = universe.select_atoms("protein")
+    positions, times = [], []
+    for ts in universe.trajectory[0:10:2]:
+        positions.append(protein.positions.copy())
+        times.append(ts.time)
+    return np.array(positions), np.array(times)
+
+
+@pytest.fixture(scope="module")
+def adk() -> AtomFrames:
+    return read_atom_frames(PSF, [DCD], frames="0:10:2")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0:80:2", slice(0, 80, 2)), ("10:", slice(10, None)), (":50", slice(None, 50)),
+    ("5", slice(5, 6)), (":", slice(None, None)), ("::3", slice(None, None, 3)),
+    (" 2 : 8 ", slice(2, 8)), ("-1", slice(-1, None)), ("-3", slice(-3, -2)), ("-10:", slice(-10, None)),
+])
+def test_parse_frame_slice(text, expected):
+    assert parse_frame_slice(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "frame selection is empty; use ':' for all frames"),
+    ("abc", "must hold integers.*got 'abc'"),
+    ("1.5", "must hold integers.*got '1.5'"),
+    ("1:2:3:4", r"must be 'start:stop:step'.*got '1:2:3:4'"),
+    ("::0", "step must be positive; got 0"),
+    ("9:1:-1", "step must be positive; got -1"),
+])
+def test_parse_frame_slice_rejects(text, message):
+    with pytest.raises(InvalidInputError, match=message):
+        parse_frame_slice(text)
+
+
+def test_adk_frames_match_mdanalysis(adk, reference):
+    positions, times = reference
+    assert adk.coords.shape == (5, 3341, 3) and adk.coords.dtype == np.float32
+    np.testing.assert_array_equal(adk.coords, positions)
+    np.testing.assert_array_equal(adk.frame_indices, [0, 2, 4, 6, 8])
+    assert adk.frame_indices.dtype == np.int64
+    np.testing.assert_array_equal(adk.times_ps, times)
+    assert adk.times_ps.dtype == np.float64
+
+
+def test_adk_elements_and_radii(adk):
+    """The PSF has no element column: elements are guessed from atom names, hydrogens included."""
+    assert len(adk.elements) == 3341
+    counts = {symbol: adk.elements.count(symbol) for symbol in set(adk.elements)}
+    assert counts == {"H": 1685, "C": 1040, "N": 289, "O": 320, "S": 7}
+    assert adk.radii.shape == (3341,) and adk.radii.dtype == np.float32
+    for symbol, radius in PYMOL_RADII.items():
+        mask = np.array(adk.elements) == symbol
+        np.testing.assert_allclose(adk.radii[mask], radius, rtol=1e-6)
+
+
+def test_without_hydrogens(adk):
+    heavy = read_atom_frames(PSF, [DCD], frames="0:10:2", include_hydrogens=False)
+    assert "H" not in heavy.elements
+    assert heavy.coords.shape == (5, 3341 - 1685, 3)
+    keep = np.array(adk.elements) != "H"
+    np.testing.assert_array_equal(heavy.coords, adk.coords[:, keep])
+    np.testing.assert_array_equal(heavy.radii, adk.radii[keep])
+
+
+def test_slice_object_selection_and_single_path():
+    frames = read_atom_frames(PSF, DCD, select="name CA", frames=slice(90, None, 5))
+    np.testing.assert_array_equal(frames.frame_indices, [90, 95])
+    assert frames.coords.shape == (2, 214, 3) and set(frames.elements) == {"C"}
+
+
+def test_trajectories_are_concatenated():
+    frames = read_atom_frames(PSF, [DCD, DCD], select="resid 1:3", frames="97:99")
+    first = read_atom_frames(PSF, [DCD], select="resid 1:3", frames="0")
+    last = read_atom_frames(PSF, [DCD], select="resid 1:3", frames="-1")
+    np.testing.assert_array_equal(frames.frame_indices, [97, 98])
+    np.testing.assert_array_equal(frames.coords, np.concatenate([last.coords, first.coords]))
+
+
+def test_selection_errors():
+    with pytest.raises(InvalidInputError, match=r"atom selection 'resname XYZ' matches no atoms \(the topology has 3341"):
+        read_atom_frames(PSF, [DCD], select="resname XYZ")
+    with pytest.raises(InvalidInputError, match=r"invalid atom selection 'protein and \('"):
+        read_atom_frames(PSF, [DCD], select="protein and (")
+    with pytest.raises(InvalidInputError, match="'name H\\*' holds only hydrogens"):
+        read_atom_frames(PSF, [DCD], select="name H*", include_hydrogens=False)
+
+
+def test_frame_selection_errors():
+    with pytest.raises(InvalidInputError, match=r"frame selection '200:' selects no frames; the trajectory has 98 frames \(0..97\)"):
+        read_atom_frames(PSF, [DCD], select="name CA", frames="200:")
+    with pytest.raises(InvalidInputError, match=r"frame selection slice\(50, 10, None\) selects no frames; the trajectory has 98 frames"):
+        read_atom_frames(PSF, [DCD], select="name CA", frames=slice(50, 10))
+    with pytest.raises(InvalidInputError, match="frame slice step must be positive; got -1"):
+        read_atom_frames(PSF, [DCD], frames=slice(None, None, -1))
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(InvalidInputError, match="topology file not found: .*nothing.psf"):
+        read_atom_frames(str(tmp_path / "nothing.psf"), [DCD])
+    with pytest.raises(InvalidInputError, match="trajectory file not found: .*gone.dcd"):
+        read_atom_frames(PSF, [DCD, str(tmp_path / "gone.dcd")])
+
+
+@pytest.mark.filterwarnings("ignore:No coordinate reader found")
+def test_topology_without_coordinates():
+    with pytest.raises(InvalidInputError, match="holds no coordinates; give a trajectory file"):
+        read_atom_frames(PSF)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # MDAnalysis' DCDReader.__del__
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "junk.dcd"
+    path.write_bytes(b"not a dcd file at all")
+    with pytest.raises(InvalidInputError, match="MDAnalysis could not read .*junk.dcd"):
+        read_atom_frames(PSF, [str(path)])
+
+
+@pytest.mark.filterwarnings("ignore:Reader has no dt information")
+def test_topology_elements_are_used_and_nonfinite_frames_rejected(tmp_path):
+    path = tmp_path / "ions.xyz"
+    path.write_text("3\nframe 0\nC 0 0 0\nZN 1 0 0\nH 0 1 0\n"
+                    "3\nframe 1\nC 0 0 0\nZN nan 0 0\nH 0 1 0\n")
+    first = read_atom_frames(str(path), select="all", frames="0")
+    assert first.elements == ["C", "Zn", "H"]
+    np.testing.assert_array_equal(first.coords[0], [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    with pytest.raises(InvalidInputError, match="frame 1 of .*ions.xyz has non-finite"):
+        read_atom_frames(str(path), select="all")
+
+
+def test_missing_mdanalysis(monkeypatch):
+    monkeypatch.setitem(sys.modules, "MDAnalysis", None)
+    with pytest.raises(MissingDependencyError, match=r'pip install "pymol-dsr\[md\]"'):
+        read_atom_frames(PSF, [DCD])
