@@ -119,8 +119,9 @@ def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple
     if not grid.min() <= level <= grid.max():
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     step = 2.0 / (len(grid) - 1)
+    # "descent" winds the triangles counter-clockwise seen from the side where f is larger (outside)
     vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=(step,) * 3,
-                                                   gradient_direction="ascent")
+                                                   gradient_direction="descent")
     vertices = model.normalization.to_angstrom(vertices - 1.0).astype(np.float32)
     return vertices, faces.astype(np.int64)
 

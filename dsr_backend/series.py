@@ -104,7 +104,9 @@ def _check_frame(index: int, points: np.ndarray, normals: np.ndarray) -> tuple[n
     if np.any(lengths < 1e-6):
         raise InvalidInputError(
             f"frame {index}: {int(np.sum(lengths < 1e-6))} normals have zero length; normals must be nonzero")
-    return points, normals / lengths[:, None]
+    if np.any(np.abs(lengths - 1.0) > 1e-5):  # rescale only when needed, so save/load is exact
+        normals = normals / lengths[:, None]
+    return points, normals
 
 
 @dataclass

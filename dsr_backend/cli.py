@@ -1,0 +1,248 @@
+"""The ``dsr`` command line: surfaces from trajectories, training, surface queries, model info, demo."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DSRError, InvalidInputError
+
+logger = logging.getLogger("dsr_backend")
+
+
+def parse_times(values: Sequence[str]) -> list[float]:
+    """``["0", "0.5"]`` -> [0, 0.5]; ``["0:1:5"]`` -> 5 evenly spaced values from 0 to 1."""
+    times: list[float] = []
+    for value in values:
+        parts = value.split(":")
+        try:
+            if len(parts) == 1:
+                times.append(float(value))
+            elif len(parts) == 3 and int(parts[2]) >= 1:
+                times.extend(np.linspace(float(parts[0]), float(parts[1]), int(parts[2])).tolist())
+            else:
+                raise ValueError
+        except ValueError:
+            raise InvalidInputError(f"cannot read time {value!r}: give a number or START:STOP:COUNT") from None
+    return times
+
+
+# ---------------------------------------------------------------------- dsr surfaces
+def cmd_surfaces(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .series import SurfaceSeries
+    from .surface import solvent_excluded_surface
+    from .trajectory import read_atom_frames
+
+    atoms = read_atom_frames(args.topology, args.trajectory, select=args.select, frames=args.frames,
+                             include_hydrogens=not args.no_hydrogens)
+    points, normals = [], []
+    for coords in tqdm(atoms.coords, desc="surfaces", unit="frame", disable=args.quiet):
+        surface = solvent_excluded_surface(coords, atoms.radii, probe=args.probe, spacing=args.spacing)
+        points.append(surface.points)
+        normals.append(surface.normals)
+    series = SurfaceSeries(points, normals, times=atoms.frame_indices.astype(float),
+                           protein_names=[args.name or os.path.splitext(os.path.basename(args.topology))[0]])
+    series.save(args.output)
+    sizes = series.frame_sizes()
+    print(f"wrote {args.output}: {series.num_frames} frames of {len(atoms.radii)} atoms, "
+          f"{sizes.min()}-{sizes.max()} surface points per frame")
+
+
+# ---------------------------------------------------------------------- dsr train
+def cmd_train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .config import preset
+    from .series import SurfaceSeries
+    from .train import Trainer
+
+    series = SurfaceSeries.load(args.series)
+    if args.resume:
+        trainer = Trainer.resume(args.resume, series, device=args.device, steps=args.steps or 0)
+    else:
+        overrides = {key: value for key, value in (
+            ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+            ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
+            ("frames_per_step", args.frames_per_step)) if value is not None}
+        config = preset(args.preset, num_proteins=series.num_proteins, **overrides)
+        metadata = {"series": os.path.abspath(args.series), "frames": series.num_frames}
+        trainer = Trainer(series, config, device=args.device, metadata=metadata)
+    if series.time_map.is_static:
+        print("one frame only: the model is static (the same surface at every t)")
+    cancel = threading.Event()
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step", disable=args.quiet)
+
+    def progress(step: int, total: int, record: dict) -> None:
+        bar.update(1)
+        if step % 10 == 0 or step == total:
+            bar.set_postfix(loss=f"{record['loss']:.4g}", eik=f"{record['eikonal']:.3g}")
+
+    try:
+        result = trainer.run(args.output, progress=progress, cancel=cancel)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous_handler)
+    if result.cancelled:
+        print(f"cancelled at step {result.steps_done}/{result.total_steps}; saved {args.output} "
+              f"(continue with: dsr train {args.series} -o {args.output} --resume {args.output})")
+        raise SystemExit(130)
+    print(f"wrote {args.output}: {result.steps_done} steps on {trainer.device} in {result.seconds:.1f} s, "
+          f"final loss {result.final_loss:.4g}")
+
+
+# ---------------------------------------------------------------------- dsr surface
+def output_paths(output: str, times: Sequence[float], levels: Sequence[float]) -> list[list[str]]:
+    """One file per (t, level); the plain name when there is only one."""
+    if len(times) == 1 and len(levels) == 1:
+        return [[output]]
+    stem, suffix = os.path.splitext(output)
+    paths = []
+    for t in times:
+        row = []
+        for level in levels:
+            name = f"{stem}_t{t:.3f}"
+            if len(levels) > 1:
+                name += f"_level{level:+.2f}"
+            row.append(name + suffix)
+        paths.append(row)
+    return paths
+
+
+def cmd_surface(args: argparse.Namespace) -> None:
+    from .meshio import SUPPORTED_SUFFIXES, write_mesh
+    from .query import extract_surfaces
+    from .trained import TrainedModel
+
+    if os.path.splitext(args.output)[1].lower() not in SUPPORTED_SUFFIXES:
+        raise InvalidInputError(f"output must end in {' or '.join(SUPPORTED_SUFFIXES)}, got {args.output}")
+    model = TrainedModel.load(args.model, device=args.device)
+    if args.state:
+        times = [float(model.time_map.time_to_fraction(s)) for s in parse_times(args.state)]
+    else:
+        times = parse_times(args.t or ["0.5"])
+    meshes = extract_surfaces(model, times, args.level, args.resolution, args.protein, with_speed=args.speed)
+    for row, paths in zip(meshes, output_paths(args.output, times, args.level)):
+        for mesh, path in zip(row, paths):
+            speed = mesh.values.get("speed")
+            write_mesh(path, mesh.vertices, mesh.faces, mesh.normals, values=speed, value_name="speed")
+            note = "" if not mesh.is_empty else " (empty: the level is not reached)"
+            print(f"wrote {path}: t={mesh.t:.3f} level={mesh.level:g} Å, {len(mesh.vertices)} vertices, "
+                  f"{len(mesh.faces)} triangles{note}")
+
+
+# ---------------------------------------------------------------------- dsr info
+def cmd_info(args: argparse.Namespace) -> None:
+    from .checkpoint import read_checkpoint
+
+    state = read_checkpoint(args.model)
+    config, times, norm = state["config"], state["time_map"], state["normalization"]
+    model = config["model"]
+    history = state.get("history") or []
+    lines = [
+        f"checkpoint   {args.model}",
+        f"preset       {config['preset']}: {model['layers']} x {model['hidden']} MLP, latent {model['latent_dim']}, "
+        f"softplus beta {model['beta']:g}, precision {config['precision']}",
+        f"proteins     {', '.join(state['protein_names'])}",
+        f"time range   {times['start']:g} .. {times['stop']:g}" + (" (static)" if times['start'] == times['stop'] else ""),
+        f"box          centre ({', '.join(f'{c:.2f}' for c in norm['center'])}) Å, half size {norm['scale']:.2f} Å",
+        f"steps        {state['step']} of {state.get('total_steps', '?')}",
+        f"loss         {history[-1]['loss']:.5g}" if history else "loss         (not trained)",
+    ]
+    lines += [f"{key:12s} {value}" for key, value in sorted(state.get("metadata", {}).items())]
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------- dsr demo
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output, steps=args.steps, quiet=args.quiet)
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsr", description="DSR: learned space-time protein surfaces.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("surfaces", help="solvent-excluded surfaces of a trajectory -> series .npz")
+    p.add_argument("topology", help="topology or structure file (PSF, PDB, GRO, ...)")
+    p.add_argument("trajectory", nargs="*", help="trajectory files (DCD, XTC, ...), joined in order")
+    p.add_argument("--select", default="protein", help="MDAnalysis selection (default: protein)")
+    p.add_argument("--frames", default=":", help="frame slice START:STOP:STEP, 0-based (default: all)")
+    p.add_argument("--probe", type=float, default=1.4, help="probe radius in Å (default 1.4)")
+    p.add_argument("--spacing", type=float, default=0.5, help="grid spacing in Å (default 0.5)")
+    p.add_argument("--no-hydrogens", action="store_true", help="leave hydrogens out of the surface")
+    p.add_argument("--name", help="protein name stored in the series (default: topology file name)")
+    p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_surfaces)
+
+    p = commands.add_parser("train", help="train a DSR model on a surface series")
+    p.add_argument("series", help="series .npz written by 'dsr surfaces'")
+    p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--preset", default="paper", help="paper (8x512, GPU), small (CPU), tiny (tests)")
+    p.add_argument("--steps", type=int, help="number of optimiser steps (default: the preset's epochs)")
+    p.add_argument("--batch-size", type=int, help="surface points per step")
+    p.add_argument("--frames-per-step", type=int, help="frames per step (0: all)")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the network")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    p.add_argument("--resume", help="continue the run saved in this checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("surface", help="extract the learned surface at time t")
+    p.add_argument("model", help="checkpoint .pt")
+    p.add_argument("--t", nargs="+", help="fraction(s) of the trained range: 0 first, 1 last, >1 extrapolates; "
+                                           "START:STOP:COUNT for a series (default 0.5)")
+    p.add_argument("--state", nargs="+", help="frame time(s) / state number(s) instead of --t")
+    p.add_argument("--level", type=float, nargs="+", default=[0.0], help="SDF level(s) in Å (default 0)")
+    p.add_argument("--resolution", type=int, default=128, help="grid nodes per axis (default 128)")
+    p.add_argument("--protein", default="0", help="protein name or index (default 0)")
+    p.add_argument("--speed", action="store_true", help="store per-vertex normal speed (PLY 'speed')")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-o", "--output", required=True, help="mesh file (.ply or .obj)")
+    p.set_defaults(func=cmd_surface)
+
+    p = commands.add_parser("info", help="describe a checkpoint")
+    p.add_argument("model", help="checkpoint .pt")
+    p.set_defaults(func=cmd_info)
+
+    p = commands.add_parser("demo", help="end to end on adenylate kinase (MDAnalysisTests) with a small CPU model")
+    p.add_argument("-o", "--output", default="demo_out", help="folder for the results (default demo_out)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dsr`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except DSRError as error:
+        print(f"dsr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
+                         train)
+from dsr_backend.query import sdf_grid, unit_grid_axis
+
+from .shapes import grid_iou
+
+
+def analytic_grid(model, sphere, state, resolution):
+    axis = unit_grid_axis(resolution)
+    nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    return sphere.sdf(model.normalization.to_angstrom(nodes), state).reshape((resolution,) * 3)
+
+
+@pytest.mark.parametrize("state", [2.0, 6.0])  # held-out states between training frames
+def test_trained_surface_matches_analytic_shape_at_held_out_time(trained_sphere, sphere, state):
+    model = trained_sphere[0].model
+    t = float(model.time_map.time_to_fraction(state))
+    learned = sdf_grid(model, t, resolution=48)
+    assert grid_iou(learned, analytic_grid(model, sphere, state, 48)) > 0.9
+
+
+def test_gradient_norm_close_to_one_near_surface(trained_sphere, sphere):
+    model = trained_sphere[0].model
+    state = 4.0
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(500, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    shells = sphere.radius(state) + rng.uniform(-1.5, 1.5, size=(500, 1))
+    points = sphere.center(state) + directions * shells
+    unit = torch.tensor(model.normalization.to_unit(points), dtype=torch.float32)
+    t = torch.full((500,), float(model.time_map.fraction_to_model(model.time_map.time_to_fraction(state))))
+    with torch.no_grad():
+        out = model.network.sdf_and_gradient(unit, t, torch.zeros(500, dtype=torch.long))
+    norms = out.grad_x.norm(dim=1).numpy()
+    assert abs(np.median(norms) - 1.0) < 0.1
+    assert np.mean(np.abs(norms - 1.0) < 0.2) > 0.9
+
+
+def test_bf16_training_reaches_the_same_quality(sphere_series, sphere):
+    result = train(sphere_series, preset("tiny", steps=300, precision="bf16"), device="cpu")
+    model = result.model
+    t = float(model.time_map.time_to_fraction(6.0))
+    assert grid_iou(sdf_grid(model, t, 48), analytic_grid(model, sphere, 6.0, 48)) > 0.9
+
+
+def test_checkpoint_round_trip(trained_sphere):
+    result, path = trained_sphere
+    loaded = TrainedModel.load(path, device="cpu")
+    points = np.random.default_rng(0).normal(scale=10, size=(100, 3))
+    assert np.array_equal(loaded.sdf(points, 0.3), result.model.sdf(points, 0.3))
+    assert loaded.time_map == result.model.time_map
+    assert loaded.normalization == result.model.normalization
+    assert loaded.step == 300 and loaded.config == result.model.config
+
+
+def test_resume_continues_exactly(sphere_series, tmp_path):
+    config = preset("tiny", steps=12, checkpoint_every=0)
+    straight = train(sphere_series, config, device="cpu")
+    first = Trainer(sphere_series, preset("tiny", steps=5, checkpoint_every=0), device="cpu")
+    first.run(tmp_path / "half.pt")
+    resumed = Trainer.resume(tmp_path / "half.pt", sphere_series, device="cpu", steps=12)
+    finished = resumed.run()
+    assert finished.steps_done == 12
+    for a, b in zip(straight.model.network.parameters(), finished.model.network.parameters()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in finished.history]
+
+
+def test_periodic_checkpoints_and_progress(sphere_series, tmp_path):
+    seen = []
+    path = tmp_path / "m.pt"
+    train(sphere_series, preset("tiny", steps=6, checkpoint_every=3), checkpoint=path, device="cpu",
+          progress=lambda step, total, record: seen.append((step, total, path.exists())))
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5, 6]
+    assert all(total == 6 for _, total, _ in seen)
+    assert [exists for _, _, exists in seen] == [False, False, True, True, True, True]
+
+
+def test_cancel_stops_and_saves_a_resumable_checkpoint(sphere_series, tmp_path):
+    cancel = threading.Event()
+    path = tmp_path / "c.pt"
+
+    def progress(step, total, record):
+        if step == 4:
+            cancel.set()
+
+    result = train(sphere_series, preset("tiny", steps=50), checkpoint=path, device="cpu", progress=progress,
+                   cancel=cancel)
+    assert result.cancelled and result.steps_done == 4
+    assert TrainedModel.load(path, device="cpu").step == 4
+
+
+def test_diverging_loss_raises_and_keeps_the_last_good_checkpoint(sphere_series, tmp_path):
+    path = tmp_path / "d.pt"
+    train(sphere_series, preset("tiny", steps=2), checkpoint=path, device="cpu")
+    with pytest.raises(TrainingDivergedError, match="loss became") as failure:
+        train(sphere_series, preset("tiny", steps=200, lr=1e12, checkpoint_every=1), checkpoint=path,
+              device="cpu")
+    failed_step = int(re.search(r"at step (\d+)", str(failure.value)).group(1))
+    state = torch.load(path, weights_only=True)
+    # the file holds the last good step (or the earlier run when the first step failed), finite weights
+    assert state["step"] == (failed_step - 1 if failed_step > 1 else 2)
+    assert all(torch.isfinite(v).all() for v in state["model_state"].values())
+
+
+def test_single_frame_trains_a_static_model(sphere):
+    series = sphere.series([5.0], points_per_frame=800)
+    result = train(series, preset("tiny", steps=3), device="cpu")
+    points = np.random.default_rng(0).normal(scale=10, size=(20, 3))
+    assert np.allclose(result.model.sdf(points, 0.0), result.model.sdf(points, 2.5))
+
+
+def test_bad_training_inputs(sphere_series, tmp_path):
+    with pytest.raises(InvalidInputError, match="unknown preset 'huge'"):
+        preset("huge")
+    with pytest.raises(InvalidInputError, match="latent codes"):
+        Trainer(sphere_series, preset("tiny", num_proteins=2))
+    with pytest.raises(InvalidInputError, match="precision"):
+        preset("tiny", precision="fp8")
+    with pytest.raises(InvalidInputError, match="no CUDA"):
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        Trainer(sphere_series, preset("tiny"), device="cuda")
+
+
+def test_corrupted_or_foreign_checkpoint_rejected(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00\x01 definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable pymol-dsr checkpoint"):
+        TrainedModel.load(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a pymol-dsr checkpoint"):
+        TrainedModel.load(foreign)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        TrainedModel.load(tmp_path / "missing.pt")
