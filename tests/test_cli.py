@@ -1,0 +1,110 @@
+"""The ``dsr`` command line end to end on tiny inputs, through its real entry point."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dsr_backend.cli import main, parse_times
+from dsr_backend.errors import InvalidInputError
+from dsr_backend.meshio import read_ply
+from dsr_backend.series import SurfaceSeries
+
+
+@pytest.fixture(scope="module")
+def cli_model(sphere_series, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    series_path = folder / "series.npz"
+    sphere_series.save(series_path)
+    model_path = folder / "model.pt"
+    assert main(["train", str(series_path), "-o", str(model_path), "--preset", "tiny", "--steps", "150",
+                 "--device", "cpu", "-q"]) == 0
+    return folder, series_path, model_path
+
+
+def test_train_surface_info_end_to_end(cli_model, sphere, capsys):
+    folder, _, model_path = cli_model
+    out = folder / "mid.ply"
+    assert main(["surface", str(model_path), "--t", "0.5", "--resolution", "40", "--speed", "-o", str(out)]) == 0
+    mesh = read_ply(out)
+    assert len(mesh["faces"]) > 500
+    assert np.abs(sphere.sdf(mesh["vertices"], 5.0)).mean() < 0.6
+    assert mesh["value_name"] == "speed" and mesh["values"].shape == (len(mesh["vertices"]),)
+    capsys.readouterr()
+    assert main(["info", str(model_path)]) == 0
+    text = capsys.readouterr().out
+    assert "tiny" in text and "150 of 150" in text and "1 .. 9" in text
+
+
+def test_several_times_and_levels_write_one_file_each(cli_model):
+    folder, _, model_path = cli_model
+    assert main(["surface", str(model_path), "--t", "0:1:3", "--level", "0", "1", "--resolution", "24",
+                 "-o", str(folder / "s.obj")]) == 0
+    names = sorted(p.name for p in folder.glob("s_t*.obj"))
+    assert names == [f"s_t{t}_level{lv}.obj" for t in ("0.000", "0.500", "1.000") for lv in ("+0.00", "+1.00")]
+
+
+def test_state_selects_fractional_frame(cli_model, sphere):
+    folder, _, model_path = cli_model
+    assert main(["surface", str(model_path), "--state", "7", "--resolution", "32", "-o", str(folder / "st.ply")]) == 0
+    vertices = read_ply(folder / "st.ply")["vertices"]
+    assert np.abs(sphere.sdf(vertices, 7.0)).mean() < np.abs(sphere.sdf(vertices, 1.0)).mean()
+
+
+def test_resume_from_cli(cli_model, tmp_path):
+    _, series_path, model_path = cli_model
+    copy = tmp_path / "again.pt"
+    copy.write_bytes(model_path.read_bytes())
+    assert main(["train", str(series_path), "-o", str(copy), "--resume", str(copy), "--steps", "160",
+                 "--device", "cpu", "-q"]) == 0
+    from dsr_backend import TrainedModel
+    assert TrainedModel.load(copy).step == 160
+
+
+def test_surfaces_from_a_trajectory(tmp_path):
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    out = tmp_path / "adk.npz"
+    assert main(["surfaces", PSF, DCD, "--frames", "0:20:10", "--spacing", "0.7", "-o", str(out), "-q"]) == 0
+    series = SurfaceSeries.load(out)
+    assert series.num_frames == 2 and series.times.tolist() == [0.0, 10.0]
+    assert series.protein_names == ["adk"]
+    assert all(len(p) > 10000 for p in series.points)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{series}", "-o", "{tmp}/x.pt", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "{tmp}/missing.npz", "-o", "{tmp}/x.pt"], "no such series file"),
+    (["surface", "{tmp}/garbage.pt", "-o", "{tmp}/x.ply"], "not a readable pymol-dsr checkpoint"),
+    (["surface", "{model}", "--t", "nan", "-o", "{tmp}/x.ply"], "t must be finite"),
+    (["surface", "{model}", "--t", "0.5", "--resolution", "3", "-o", "{tmp}/x.ply"], "resolution must be at least"),
+    (["surface", "{model}", "--t", "0.5", "--resolution", "100000", "-o", "{tmp}/x.ply"], "use a resolution of at most"),
+    (["surface", "{model}", "--t", "0.5", "-o", "{tmp}/x.stl"], "output must end in .ply or .obj"),
+    (["surface", "{model}", "--t", "a:b", "-o", "{tmp}/x.ply"], "START:STOP:COUNT"),
+    (["surfaces", "{tmp}/none.psf", "-o", "{tmp}/x.npz"], "none.psf"),
+])
+def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv, message):
+    _, series_path, model_path = cli_model
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    filled = [a.format(tmp=tmp_path, series=series_path, model=model_path) for a in argv]
+    assert main(filled) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.ply").exists()
+
+
+def test_console_script_runs_as_a_process(cli_model):
+    _, _, model_path = cli_model
+    done = subprocess.run([sys.executable, "-m", "dsr_backend.cli", "info", str(model_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "tiny" in done.stdout
+    failed = subprocess.run([sys.executable, "-m", "dsr_backend.cli", "info", "/nonexistent.pt"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "no such checkpoint file" in failed.stderr
+
+
+def test_parse_times():
+    assert parse_times(["0", "0.5"]) == [0.0, 0.5]
+    assert parse_times(["0:1:5"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(InvalidInputError):
+        parse_times(["0:1:0"])
