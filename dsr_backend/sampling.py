@@ -9,22 +9,28 @@ import torch
 from .series import SurfaceSeries
 
 
-def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu") -> np.ndarray:
-    """Distance from every point to its k-th nearest other point (clamped to the cloud size).
+def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
+                 method: str = "auto") -> np.ndarray:
+    """Distance from every point to its k-th nearest other point (k clamped to the cloud size).
 
-    Uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each).
+    ``method`` "auto" uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each);
+    "keops" and "kdtree" force one.
     """
     points = np.asarray(points, dtype=np.float32)
     k = min(k, len(points) - 1)
     if k < 1:
         return np.full(len(points), 1e-2, dtype=np.float32)
-    if torch.device(device).type == "cuda":
+    if method == "auto":
+        method = "keops" if torch.device(device).type == "cuda" else "kdtree"
+    if method == "keops":
         from pykeops.torch import LazyTensor
 
         tensor = torch.as_tensor(points, device=device)
         rows, cols = LazyTensor(tensor[:, None, :]), LazyTensor(tensor[None, :, :])
         squared = ((rows - cols) ** 2).sum(-1).Kmin(k + 1, dim=1)  # column 0 is the point itself
         return squared[:, k].clamp(min=0).sqrt().cpu().numpy()
+    if method != "kdtree":
+        raise ValueError(f"method must be 'auto', 'keops' or 'kdtree', got {method!r}")
     from scipy.spatial import cKDTree
 
     distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from dsr_backend.sampling import SeriesSampler, knn_distance
+
+
+def test_knn_distance_kdtree_against_brute_force():
+    points = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
+    expected = np.sort(distances, axis=1)[:, 50]
+    assert np.allclose(knn_distance(points, 50), expected, atol=1e-5)
+
+
+def test_knn_distance_keops_matches_kdtree():
+    pytest.importorskip("pykeops")
+    points = np.random.default_rng(1).normal(size=(500, 3)).astype(np.float32)
+    assert np.allclose(knn_distance(points, 50, method="keops"), knn_distance(points, 50, method="kdtree"),
+                       atol=1e-4)
+
+
+def test_knn_distance_small_clouds():
+    assert knn_distance(np.zeros((1, 3)), 50).shape == (1,)
+    points = np.array([[0, 0, 0], [1, 0, 0], [3, 0, 0]], dtype=np.float32)
+    assert knn_distance(points, 50).tolist() == [3.0, 2.0, 3.0]  # k clamped to the 2 other points
+
+
+def test_batches_cover_frames_with_matching_times_and_noise_scale(sphere_series):
+    sampler = SeriesSampler(sphere_series, batch_size=4000, frames_per_step=0, knn=50)
+    batch = sampler.sample(torch.Generator().manual_seed(0))
+    assert batch.surface_x.shape == (4000, 3) and batch.space_x.shape == (4500, 3)
+    model_times = torch.tensor(sphere_series.model_times(), dtype=torch.float32)
+    assert set(batch.surface_t.unique().tolist()) == set(model_times.tolist())  # every frame drawn
+    # a surface point carries its own frame's time: it is one of that frame's points
+    for frame, t in enumerate(model_times):
+        chosen = batch.surface_x[batch.surface_t == t].numpy()
+        distance, _ = cKDTree(sphere_series.unit_points(frame)).query(chosen)
+        assert distance.max() < 1e-6
+    # local samples of D lie near the surface at about the 50-NN distance; 1/8 are uniform in the box
+    moved = (batch.space_x[:4000] - batch.surface_x).norm(dim=1)
+    assert 0.5 < moved.mean() / (sampler.sigmas.mean() * 1.6) < 2.0
+    uniform = batch.space_x[4000:]
+    assert uniform.abs().max() <= 1.0 and uniform.abs().mean() > 0.4
+
+
+def test_frames_per_step_limits_each_batch(sphere_series):
+    sampler = SeriesSampler(sphere_series, batch_size=1000, frames_per_step=1)
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(10):
+        batch = sampler.sample(generator)
+        assert len(batch.surface_t.unique()) == 1
+        seen.add(batch.surface_t[0].item())
+    assert len(seen) > 1
+
+
+def test_same_generator_state_same_batch(sphere_series):
+    sampler = SeriesSampler(sphere_series, batch_size=256)
+    a = sampler.sample(torch.Generator().manual_seed(3))
+    b = sampler.sample(torch.Generator().manual_seed(3))
+    assert torch.equal(a.space_x, b.space_x) and torch.equal(a.surface_n, b.surface_n)
