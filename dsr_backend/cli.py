@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="end to end on adenylate kinase (MDAnalysisTests) with a small CPU model")
     p.add_argument("-o", "--output", default="demo_out", help="folder for the results (default demo_out)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -46,13 +46,13 @@ def render_meshes(path: str, meshes: list, titles: list[str]) -> None:
         axes.set_box_aspect((1, 1, 1))
         axes.view_init(elev=15, azim=-60)
         axes.set_axis_off()
-        axes.set_title(title)
-    figure.tight_layout()
+        axes.set_title(title, pad=0)
+    figure.subplots_adjust(left=0, right=1, bottom=0, top=0.9, wspace=0)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def run_demo(output: str = "demo_out", steps: int = 1500, quiet: bool = False) -> dict[str, float]:
+def run_demo(output: str = "demo_out", steps: int = 1000, quiet: bool = False) -> dict[str, float]:
     """Run the whole pipeline on the CPU and write series, checkpoint, PLY meshes and a PNG to ``output``.
 
     Returns the numbers it prints (training time, final loss, held-out surface error in Å).
