@@ -23,6 +23,7 @@ from .trained import TrainedModel, resolve_device
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
+HISTORY_EVERY = 10  # steps between the loss records kept in the history (and the checkpoint)
 
 
 @dataclass
@@ -35,10 +36,12 @@ class TrainResult:
     cancelled: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    last_record: dict[str, float] | None = None
 
     @property
     def final_loss(self) -> float:
-        return self.history[-1]["loss"] if self.history else math.nan
+        """Loss of the last step taken (NaN when no step was taken)."""
+        return self.last_record["loss"] if self.last_record else math.nan
 
 
 class Trainer:
@@ -66,6 +69,7 @@ class Trainer:
         self.step = 0
         self.total_steps = config.total_steps(series.num_frames)
         self.history: list[dict[str, float]] = []
+        self.last_record: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -124,7 +128,9 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         record = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-        self.history.append(record)
+        if self.step % HISTORY_EVERY == 0 or self.step == self.total_steps:
+            self.history.append(record)
+        self.last_record = record
         return record
 
     def run(self, checkpoint: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
@@ -151,7 +157,8 @@ class Trainer:
         self.network.eval()
         model = TrainedModel.from_state(self.state(), self.device)
         return TrainResult(model=model, steps_done=self.step, total_steps=self.total_steps, cancelled=cancelled,
-                           seconds=time.perf_counter() - started, history=self.history)
+                           seconds=time.perf_counter() - started, history=self.history,
+                           last_record=self.last_record)
 
 
 def train(series: SurfaceSeries, config: TrainConfig, checkpoint: str | os.PathLike | None = None,

@@ -70,7 +70,11 @@ def test_resume_continues_exactly(sphere_series, tmp_path):
     assert finished.steps_done == 12
     for a, b in zip(straight.model.network.parameters(), finished.model.network.parameters()):
         assert torch.equal(a, b)
-    assert [h["loss"] for h in straight.history] == [h["loss"] for h in finished.history]
+    def every_tenth(history):
+        return [(h["step"], h["loss"]) for h in history if h["step"] % 10 == 0]
+
+    assert every_tenth(straight.history) == every_tenth(finished.history)
+    assert straight.final_loss == finished.final_loss
 
 
 def test_periodic_checkpoints_and_progress(sphere_series, tmp_path):
