@@ -56,6 +56,35 @@ def cmd_surfaces(args: argparse.Namespace) -> None:
           f"{sizes.min()}-{sizes.max()} surface points per frame")
 
 
+# ---------------------------------------------------------------------- dsr series
+def read_oriented_points(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and vertex normals of a PLY or OBJ file (e.g. a surface exported from PyMOL)."""
+    from .meshio import read_ply, read_obj
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".ply", ".obj"):
+        raise InvalidInputError(f"{path}: point files must be .ply or .obj")
+    if not os.path.isfile(path):
+        raise InvalidInputError(f"no such file: {path}")
+    data = read_ply(path) if suffix == ".ply" else read_obj(path)
+    if data.get("normals") is None:
+        raise InvalidInputError(f"{path} has no vertex normals; DSR trains on oriented points")
+    return data["vertices"], data["normals"]
+
+
+def cmd_series(args: argparse.Namespace) -> None:
+    from .series import SurfaceSeries
+
+    times = parse_times(args.times) if args.times else list(range(len(args.files)))
+    if len(times) != len(args.files):
+        raise InvalidInputError(f"got {len(times)} times for {len(args.files)} files")
+    frames = [read_oriented_points(path) for path in args.files]
+    series = SurfaceSeries([p for p, _ in frames], [n for _, n in frames], times=times,
+                           protein_names=[args.name])
+    series.save(args.output)
+    print(f"wrote {args.output}: {series.num_frames} frames, {int(series.frame_sizes().sum())} points")
+
+
 # ---------------------------------------------------------------------- dsr train
 def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
@@ -186,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_surfaces)
+
+    p = commands.add_parser("series", help="oriented points of given surfaces (PLY/OBJ with normals) -> series .npz")
+    p.add_argument("files", nargs="+", help="one .ply or .obj per frame, in time order, with vertex normals")
+    p.add_argument("--times", nargs="+", help="time of each file (default 0, 1, 2, ...); START:STOP:COUNT allowed")
+    p.add_argument("--name", default="protein", help="protein name stored in the series")
+    p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
+    p.set_defaults(func=cmd_series)
 
     p = commands.add_parser("train", help="train a DSR model on a surface series")
     p.add_argument("series", help="series .npz written by 'dsr surfaces'")

@@ -72,7 +72,25 @@ def test_surfaces_from_a_trajectory(tmp_path):
     assert all(len(p) > 10000 for p in series.points)
 
 
+def test_series_from_given_oriented_points(tmp_path, sphere_series):
+    from dsr_backend.meshio import write_obj, write_ply
+
+    paths = []
+    for frame in range(2):
+        points, normals = sphere_series.points[frame], sphere_series.normals[frame]
+        path = tmp_path / (f"f{frame}.ply" if frame == 0 else f"f{frame}.obj")
+        (write_ply if frame == 0 else write_obj)(path, points, np.zeros((0, 3), int), normals)
+        paths.append(str(path))
+    out = tmp_path / "given.npz"
+    assert main(["series", *paths, "--times", "1", "3", "--name", "ball", "-o", str(out)]) == 0
+    series = SurfaceSeries.load(out)
+    assert np.array_equal(series.points[0], sphere_series.points[0])  # taken unchanged
+    assert np.allclose(series.normals[1], sphere_series.normals[1], atol=1e-6)
+    assert series.times.tolist() == [1.0, 3.0] and series.protein_names == ["ball"]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["series", "{tmp}/nonormals.ply", "-o", "{tmp}/x.npz"], "has no vertex normals"),
     (["train", "{series}", "-o", "{tmp}/x.pt", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "{tmp}/missing.npz", "-o", "{tmp}/x.pt"], "no such series file"),
     (["surface", "{tmp}/garbage.pt", "-o", "{tmp}/x.ply"], "not a readable pymol-dsr checkpoint"),
@@ -86,11 +104,13 @@ def test_surfaces_from_a_trajectory(tmp_path):
 def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv, message):
     _, series_path, model_path = cli_model
     (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    from dsr_backend.meshio import write_ply
+    write_ply(tmp_path / "nonormals.ply", np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
     filled = [a.format(tmp=tmp_path, series=series_path, model=model_path) for a in argv]
     assert main(filled) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.ply").exists()
+    assert not any((tmp_path / name).exists() for name in ("x.pt", "x.ply", "x.npz"))
 
 
 def test_console_script_runs_as_a_process(cli_model):
