@@ -20,8 +20,9 @@ distance exactly ``probe`` from ``A``, and for ``probe = 0`` it is the van der W
    samples, checking the spheres they know, and the closest valid result is kept. The vertex moves onto
    the probe sphere around ``y``, and its outward normal is the unit vector from it toward ``y``.
 
-Interior cavities in which the probe fits are kept: their (inward-facing) surface belongs to the
-SES, as in the classical definition. Cavities smaller than one grid cell may be missed.
+Interior cavities in which the probe fits are kept: their surface belongs to the SES, as in the
+classical definition, and its normals point into the cavity (toward the solvent). Features finer than a
+grid cell (a cavity barely larger than the probe, a neck a probe barely passes) may be missed or merged.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from .errors import InvalidInputError, ResourceLimitError
 logger = logging.getLogger(__name__)
 
 MAX_GRID_POINTS = 200_000_000
-"""Largest grid (number of points) :func:`solvent_excluded_surface` allocates."""
+"""Largest grid (number of points) :func:`solvent_excluded_surface` allocates; it needs about 25 bytes per point."""
 
 _SPHERE, _CIRCLE, _VERTEX = 0, 1, 2
 _BURIED_TOL = 1e-4     # Å a point may lie inside another sphere and still count as on the SAS
@@ -51,6 +52,7 @@ _SAMPLE_BAND = 0.5 * math.sqrt(3.0)  # cells: grid points this close to the SAS 
 _NEARBY_MARGIN = 1.0   # cells: a sample remembers spheres this close, to check projections this close to it
 _NEARBY = 8           # other spheres remembered per SAS sample, to check points moved near it
 _CANDIDATES = 2       # nearest SAS samples whose features are examined for a closest SAS point
+_SPLAT_MARGIN = 1.2    # cells beyond each expanded sphere where s must be exact (> _SAMPLE_BAND, field band)
 _COORD_BITS = 26       # resolution bits of the packed (distance, atom) splat keys
 
 Device = Union[str, torch.device]
@@ -132,9 +134,15 @@ def solvent_excluded_surface(coords, radii, probe: float = 1.4, spacing: float =
     Raises
     ------
     InvalidInputError
-        Bad shapes, non-finite or non-positive values, ``probe < 0`` or ``spacing <= 0``.
+        Bad shapes, non-finite or non-positive values, ``probe < 0``, ``spacing <= 0``, or a spacing
+        too coarse to resolve any surface.
     ResourceLimitError
         The grid would exceed :data:`MAX_GRID_POINTS` points.
+
+    Notes
+    -----
+    Nearest-neighbour queries (scipy k-d trees, ``torch.get_num_threads()`` workers) and marching cubes
+    (scikit-image) run on the CPU whatever the device; with ``mesh=True``, ``vertices`` is ``points``.
     """
     centres, atom_radii = _validate(coords, radii, probe, spacing, device)
     probe, spacing = float(probe), float(spacing)
@@ -229,8 +237,12 @@ def _make_grid(centres: torch.Tensor, expanded: torch.Tensor, spacing: float) ->
 
 
 def _splat_half_width(expanded: torch.Tensor, spacing: float) -> int:
-    """Half width, in cells, of the cube each atom writes: its expanded radius plus two cells."""
-    return int(math.ceil(float(expanded.max()) / spacing)) + 2
+    """Half width, in cells, of the cube each atom writes.
+
+    It covers the ball of radius ``R + _SPLAT_MARGIN`` cells, so ``s`` is exact wherever ``s`` is below
+    ``_SPLAT_MARGIN`` cells (all the SAS sampling and the field's band use).
+    """
+    return int(math.ceil(float(expanded.max()) / spacing + _SPLAT_MARGIN))
 
 
 def _splat_sas(grid: _Grid, centres: torch.Tensor, expanded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,28 +371,39 @@ def _atom_neighbours(x: torch.Tensor, centres: torch.Tensor, expanded: torch.Ten
     """
     tree = cKDTree(centres.cpu().numpy())
     query = x.cpu().numpy()
-    radius = float(expanded.max()) + gap
+    radii = expanded.cpu().numpy()
+    radius = float(radii.max()) + gap
     count = min(_KD_NEIGHBOURS, len(centres))
-    dist, index = tree.query(query, k=count, distance_upper_bound=radius, workers=-1)
+    dist, index = tree.query(query, k=count, distance_upper_bound=radius, workers=torch.get_num_threads())
     dist, index = dist.reshape(len(query), count), index.reshape(len(query), count)
-    index = np.where(np.isfinite(dist), index, -1)
     full = np.nonzero(np.isfinite(dist[:, -1]))[0]
     if len(full) and count < len(centres):
-        more = tree.query_ball_point(query[full], radius, workers=-1)
-        index = np.pad(index, ((0, 0), (0, max(len(found) for found in more) - count)), constant_values=-1)
-        for row, found in zip(full, more):
-            index[row, :len(found)] = found
+        dist, index = _widen(tree, query, full, radius, dist, index)
+    found = np.isfinite(dist)
+    index = np.where(found, index, 0)
+    surface_gap = torch.from_numpy(np.where(found, dist - radii[index], np.inf)).to(x.device)
     index = torch.from_numpy(index).to(x.device)
-    safe = index.clamp(min=0)
-    surface_gap = ((x[:, None, :] - centres[safe]).norm(dim=2) - expanded[safe]).masked_fill(index < 0, math.inf)
     width = min(_NEIGHBOURS, index.shape[1])
     order = surface_gap.topk(min(width + 1, index.shape[1]), dim=1, largest=False)
     if width < index.shape[1]:
-        limit = order.values[:, width].clamp(max=gap)
+        limit = order.values[:, width].clamp(max=gap).to(x.dtype)
     else:
         limit = torch.full((len(x),), gap, dtype=x.dtype, device=x.device)
     close = order.values[:, :width] < gap
-    return torch.where(close, safe.gather(1, order.indices[:, :width]), -1), limit
+    return torch.where(close, index.gather(1, order.indices[:, :width]), -1), limit
+
+
+def _widen(tree: cKDTree, query: np.ndarray, rows: np.ndarray, radius: float, dist: np.ndarray,
+           index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Complete the k-d tree's k-nearest lists of ``rows`` (which hit k) with every atom within ``radius``."""
+    more = tree.query_ball_point(query[rows], radius, workers=torch.get_num_threads())
+    width = max(len(found) for found in more)
+    dist = np.pad(dist, ((0, 0), (0, width - dist.shape[1])), constant_values=np.inf)
+    index = np.pad(index, ((0, 0), (0, width - index.shape[1])), constant_values=0)
+    for row, found in zip(rows, more):
+        index[row, :len(found)] = found
+        dist[row, :len(found)] = np.linalg.norm(tree.data[found] - query[row], axis=1)
+    return dist, index
 
 
 def _deepest(y: torch.Tensor, neighbours: torch.Tensor, exclude: list[torch.Tensor], centres: torch.Tensor,
@@ -497,7 +520,7 @@ def _least_aligned_axis(v: torch.Tensor) -> torch.Tensor:
 
 def _nearest_samples(tree: cKDTree, x: torch.Tensor) -> torch.Tensor:
     """(B, _CANDIDATES) indices of the SAS samples nearest each point (the nearest repeated if too few)."""
-    dist, index = tree.query(x.cpu().numpy(), k=_CANDIDATES, workers=-1)
+    dist, index = tree.query(x.cpu().numpy(), k=_CANDIDATES, workers=torch.get_num_threads())
     dist, index = dist.reshape(len(x), -1), index.reshape(len(x), -1)
     return torch.from_numpy(np.where(np.isfinite(dist), index, index[:, :1])).to(x.device)
 
@@ -542,11 +565,12 @@ def _ses_field(grid: _Grid, sas_value: torch.Tensor, tree: cKDTree, probe: float
     outside it is ``probe + s``. Values are exact only within ``band`` of zero, where marching cubes reads
     them: points with ``d > probe + band`` (``d >= -s`` rules most out without a query) get ``-band``.
     """
-    band = 1.5 * grid.spacing
+    band = 1.1 * grid.spacing
     inside = sas_value < 0
     field = torch.where(inside, torch.full_like(sas_value, -band), sas_value + probe)
     candidates = torch.nonzero(inside & (sas_value >= -(probe + band))).squeeze(1)
-    dist, _ = tree.query(grid.positions(candidates).cpu().numpy(), distance_upper_bound=probe + band, workers=-1)
+    dist, _ = tree.query(grid.positions(candidates).cpu().numpy(), distance_upper_bound=probe + band,
+                         workers=torch.get_num_threads())
     found = np.isfinite(dist)
     field[candidates[torch.from_numpy(found).to(field.device)]] = torch.from_numpy(
         probe - dist[found]).to(device=field.device, dtype=field.dtype)
