@@ -1,0 +1,368 @@
+"""The backend side of the PyMOL plugin: training jobs and models behind plain dicts and arrays.
+
+:class:`Engine` is what the plugin's embedded backend talks to. In PyMOL's own Python it is used
+in-process; from any other Python it runs as ``python -m dsr_backend.worker``, which speaks JSON lines
+over stdin/stdout:
+
+- request  ``{"id": 3, "op": "surfaces", "args": {...}, "arrays": "/tmp/x.npz" or null}``; the arrays of
+  the file (a flat ``.npz``) are passed as the ``arrays`` argument; the worker deletes the file;
+- response ``{"id": 3, "ok": true, "result": ..., "arrays": path or null}``, where every array in the
+  result is replaced by ``{"$array": key}`` and stored under ``key`` in the ``.npz`` file (the client
+  deletes it), or ``{"id": 3, "ok": false, "error": "one-line message", "type": "InvalidInputError"}``;
+- event    ``{"event": "job", "job": {...}}`` whenever a job's progress changes (at most a few per
+  second), and ``{"event": "ready", ...}`` once at start.
+
+Training data arrive as flat arrays: ``times`` (K,), ``proteins`` (K,), ``sizes`` (K,) and either
+``coords`` (sum of sizes, 3) + ``radii`` (sum of sizes,) for solvent-excluded surfaces computed here, or
+``points`` + ``normals`` for surfaces computed elsewhere (PyMOL's own surface).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .config import PRESETS, preset
+from .errors import DSRError, InvalidInputError
+from .query import extract_surfaces, sdf_grid
+from .series import SurfaceSeries
+from .surface import solvent_excluded_surface
+from .train import Trainer
+from .trained import TrainedModel, resolve_device
+
+logger = logging.getLogger(__name__)
+
+UPDATE_INTERVAL = 0.25  # seconds between job events sent while a job runs
+FINISHED = ("done", "failed", "cancelled")
+
+JobCallback = Callable[[dict], None]
+
+
+@dataclass
+class _Job:
+    """Bookkeeping of one training job; :meth:`snapshot` is what callers see."""
+
+    id: str
+    name: str
+    state: str = "running"          # running, done, failed, cancelled
+    phase: str = "surfaces"         # surfaces, training
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    error: str = ""
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    reported: float = 0.0           # time.monotonic() of the last event sent
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def snapshot(self) -> dict:
+        seconds = self.seconds if self.state in FINISHED else time.time() - self.started
+        return dict(id=self.id, name=self.name, state=self.state, phase=self.phase, step=self.step,
+                    total=self.total, loss=self.loss, error=self.error, seconds=round(seconds, 3))
+
+
+@dataclass
+class _Stored:
+    model: TrainedModel
+    path: str
+    loss: float | None = None
+
+
+def _split(arrays: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
+    sizes = np.asarray(arrays["sizes"], dtype=np.int64)
+    values = np.asarray(arrays[key])
+    if sizes.sum() != len(values):
+        raise InvalidInputError(f"'{key}' has {len(values)} rows but the frame sizes add up to {sizes.sum()}")
+    return np.split(values, np.cumsum(sizes)[:-1])
+
+
+class Engine:
+    """Training jobs and trained models of one plugin session.
+
+    Parameters
+    ----------
+    on_update : called with a job snapshot when a job's progress changes (from the job's thread).
+    """
+
+    def __init__(self, on_update: JobCallback | None = None):
+        self._on_update = on_update
+        self._workdir = tempfile.mkdtemp(prefix="pymol-dsr-")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._models: dict[str, _Stored] = {}
+
+    # ------------------------------------------------------------------ jobs
+    def describe(self) -> dict:
+        """Where this engine runs."""
+        import torch
+
+        return dict(python=sys.executable, version=__version__, torch=torch.__version__,
+                    cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS))
+
+    def submit_train(self, settings: dict, arrays: dict[str, np.ndarray]) -> str:
+        """Start training in a daemon thread and return the job id.
+
+        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``device`` ("" or "auto": CUDA when
+        available), ``protein_names``, ``metadata``. ``arrays``: see the module docstring.
+        """
+        name = str(settings.get("name") or "")
+        if not name:
+            raise InvalidInputError("a training job needs a model name")
+        preset(str(settings.get("preset") or "small"))  # unknown presets and devices fail here, not later
+        resolve_device(settings.get("device") or None)
+        with self._lock:
+            if any(job.name == name and job.state == "running" for job in self._jobs.values()):
+                raise InvalidInputError(f"model '{name}' is already training; cancel that job first")
+            job = _Job(id=uuid.uuid4().hex[:12], name=name)
+            self._jobs[job.id] = job
+        threading.Thread(target=self._run, args=(job, dict(settings), dict(arrays)), daemon=True,
+                         name=f"dsr-train-{name}").start()
+        return job.id
+
+    def job(self, job_id: str) -> dict:
+        """Snapshot of one job."""
+        return self._job(job_id).snapshot()
+
+    def jobs(self) -> list[dict]:
+        """Snapshots of every job of this session, oldest first."""
+        with self._lock:
+            return [job.snapshot() for job in self._jobs.values()]
+
+    def cancel(self, job_id: str) -> dict:
+        """Ask a job to stop after its current step; returns its snapshot."""
+        job = self._job(job_id)
+        job.cancel.set()
+        return job.snapshot()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict:
+        """Block until the job ends or ``timeout`` seconds pass; returns its snapshot."""
+        job = self._job(job_id)
+        job.finished.wait(timeout)
+        return job.snapshot()
+
+    def _job(self, job_id: str) -> _Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise InvalidInputError(f"no training job with id {job_id!r}")
+            return self._jobs[job_id]
+
+    def _update(self, job: _Job, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._on_update is None or (not force and now - job.reported < UPDATE_INTERVAL):
+            return
+        job.reported = now
+        self._on_update(job.snapshot())
+
+    def _run(self, job: _Job, settings: dict, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            device = resolve_device(settings.get("device") or None)
+            series = self._series(job, settings, arrays, device)
+            if series is not None and not job.cancel.is_set():
+                self._train(job, settings, series, device)
+            if job.cancel.is_set() and job.state == "running":
+                job.state = "cancelled"
+        except DSRError as error:
+            job.state, job.error = "failed", str(error)
+        except Exception as error:  # the job thread must report every failure, not die silently
+            logger.error("training job %s failed:\n%s", job.name, traceback.format_exc())
+            job.state, job.error = "failed", f"{type(error).__name__}: {error}"
+        finally:
+            job.seconds = time.time() - job.started
+            job.finished.set()
+            self._update(job, force=True)
+
+    def _series(self, job: _Job, settings: dict, arrays: dict[str, np.ndarray], device) -> SurfaceSeries | None:
+        """The surface series of a job's frames (computing SES where atoms were sent); None if cancelled."""
+        times = np.asarray(arrays["times"], dtype=np.float64)
+        job.total = len(times)
+        if "coords" in arrays:
+            coords, radii = _split(arrays, "coords"), _split(arrays, "radii")
+            points, normals = [], []
+            for frame, (xyz, r) in enumerate(zip(coords, radii)):
+                if job.cancel.is_set():
+                    break
+                surface = solvent_excluded_surface(xyz, r, device=device)
+                points.append(surface.points)
+                normals.append(surface.normals)
+                job.step = frame + 1
+                self._update(job)
+            if job.cancel.is_set():
+                return None
+        else:
+            points, normals = _split(arrays, "points"), _split(arrays, "normals")
+        names = settings.get("protein_names") or ["protein"]
+        return SurfaceSeries(points, normals, times, proteins=arrays.get("proteins"), protein_names=names)
+
+    def _train(self, job: _Job, settings: dict, series: SurfaceSeries, device) -> None:
+        overrides = {"steps": int(settings["steps"])} if int(settings.get("steps") or 0) > 0 else {}
+        config = preset(str(settings.get("preset") or "small"), num_proteins=series.num_proteins, **overrides)
+        trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
+        job.phase, job.step, job.total = "training", 0, trainer.total_steps
+        self._update(job, force=True)
+
+        def progress(step: int, total: int, record: dict) -> None:
+            job.step, job.total, job.loss = step, total, float(record["loss"])
+            self._update(job)
+
+        path = os.path.join(self._workdir, f"{job.id}.pt")
+        result = trainer.run(checkpoint=path, progress=progress, cancel=job.cancel)
+        if result.cancelled:
+            os.unlink(path)
+            return
+        with self._lock:
+            self._models[job.name] = _Stored(result.model, path, result.final_loss)
+        job.state = "done"
+
+    # ------------------------------------------------------------------ models
+    def models(self) -> list[dict]:
+        """Information on every stored model."""
+        with self._lock:
+            names = list(self._models)
+        return [self.model_info(name) for name in names]
+
+    def model_info(self, name: str) -> dict:
+        """Name, protein names, trained time range, preset, steps, loss and metadata of a model."""
+        stored = self._stored(name)
+        model = stored.model
+        return dict(name=name, protein_names=list(model.protein_names),
+                    time_range=[model.time_map.start, model.time_map.stop], static=model.time_map.is_static,
+                    preset=model.config.preset, step=model.step, loss=stored.loss, device=str(model.device),
+                    metadata=model.metadata)
+
+    def _stored(self, name: str) -> _Stored:
+        with self._lock:
+            if name not in self._models:
+                known = ", ".join(self._models) or "none"
+                raise InvalidInputError(f"no DSR model named '{name}' (models: {known})")
+            return self._models[name]
+
+    def save_model(self, name: str, path: str) -> dict:
+        """Write a model's checkpoint to ``path``."""
+        stored = self._stored(name)
+        path = os.path.abspath(os.path.expanduser(path))
+        if os.path.abspath(stored.path) != path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shutil.copyfile(stored.path, path)
+        return dict(name=name, path=path)
+
+    def load_model(self, path: str, name: str, device: str = "") -> dict:
+        """Read a checkpoint and store it as ``name`` (a private copy, so the file may change later)."""
+        path = os.path.abspath(os.path.expanduser(path))
+        model = TrainedModel.load(path, device=device or None)
+        copy = os.path.join(self._workdir, f"loaded-{uuid.uuid4().hex[:12]}.pt")
+        shutil.copyfile(path, copy)
+        with self._lock:
+            self._models[name] = _Stored(model, copy)
+        return self.model_info(name)
+
+    # ------------------------------------------------------------------ queries
+    def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
+                 protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]:
+        """Level sets at several times: ``result[i][j]`` is a dict ``t``, ``level``, ``vertices`` (V, 3) Å,
+        ``faces`` (F, 3), ``normals`` (V, 3) and, with ``with_speed``, ``speed`` (V,) Å per unit t."""
+        meshes = extract_surfaces(self._stored(model).model, list(ts), list(levels), int(resolution), protein,
+                                  bool(with_speed))
+        return [[dict(t=m.t, level=m.level, vertices=m.vertices, faces=m.faces, normals=m.normals, **m.values)
+                 for m in row] for row in meshes]
+
+    def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:
+        """The SDF (Å) on a grid over the series box: ``grid`` (R, R, R) x-major, ``origin`` Å, ``spacing`` Å."""
+        trained = self._stored(model).model
+        grid = sdf_grid(trained, float(t), int(resolution), protein)
+        origin = trained.normalization.to_angstrom(np.full((1, 3), -1.0))[0]
+        spacing = 2.0 * trained.normalization.scale / (len(grid) - 1)
+        return dict(grid=grid, origin=[float(v) for v in origin], spacing=float(spacing))
+
+    def close(self) -> None:
+        """Cancel running jobs and delete this session's files."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel.set()
+        for job in jobs:
+            job.finished.wait(30)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- the subprocess transport
+OPERATIONS = ("describe", "submit_train", "job", "jobs", "cancel", "wait", "models", "model_info",
+              "save_model", "load_model", "surfaces", "sdf_grid")
+
+
+def _pack(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``value`` with every array moved into ``arrays`` and replaced by ``{"$array": key}``."""
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {"$array": key}
+    if isinstance(value, dict):
+        return {k: _pack(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_pack(v, arrays) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _answer(engine: Engine, request: dict, send: Callable[[dict], None]) -> None:
+    reply: dict[str, Any] = {"id": request.get("id")}
+    try:
+        op = request.get("op")
+        if op not in OPERATIONS:
+            raise InvalidInputError(f"unknown operation {op!r}")
+        args = dict(request.get("args") or {})
+        if request.get("arrays"):
+            with np.load(request["arrays"], allow_pickle=False) as data:
+                args["arrays"] = {key: data[key] for key in data.files}
+            os.unlink(request["arrays"])
+        arrays: dict[str, np.ndarray] = {}
+        reply.update(ok=True, result=_pack(getattr(engine, op)(**args), arrays), arrays=None)
+        if arrays:
+            fd, path = tempfile.mkstemp(prefix="dsr-reply-", suffix=".npz")
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            reply["arrays"] = path
+    except Exception as error:  # every failure goes back to the client as a one-line message
+        if not isinstance(error, DSRError):
+            logger.error("operation %s failed:\n%s", request.get("op"), traceback.format_exc())
+        reply = {"id": request.get("id"), "ok": False, "error": str(error) or type(error).__name__,
+                 "type": type(error).__name__}
+    send(reply)
+
+
+def main() -> None:
+    """Serve one plugin session over stdin/stdout until stdin closes."""
+    logging.basicConfig(level=logging.WARNING, format="dsr worker: %(message)s")
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the protocol
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def send(message: dict) -> None:
+        with lock:
+            channel.write(json.dumps(message) + "\n")
+            channel.flush()
+
+    engine = Engine(on_update=lambda job: send({"event": "job", "job": job}))
+    send({"event": "ready", **engine.describe()})
+    for line in sys.stdin:
+        if line.strip():
+            threading.Thread(target=_answer, args=(engine, json.loads(line), send), daemon=True).start()
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

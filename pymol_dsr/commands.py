@@ -1,0 +1,431 @@
+"""The PyMOL commands of the plugin: string arguments in, one-line errors out, the work done elsewhere."""
+from __future__ import annotations
+
+import os
+
+from pymol import CmdException, cmd
+from pymol.shortcut import Shortcut
+
+from .atoms import extract_atoms
+from .parsing import parse_int, parse_values
+from .session import BACKEND_KINDS, session_for
+from .surfaces import DEFAULT_RESOLUTION, TimePoints, default_name, protein_of, show_surface
+from .training import TrainTask, atom_arrays, progress_line, train_settings
+
+SURFACE_SOURCES = ("ses", "pymol")
+
+
+def gui_running(_self=cmd) -> bool:
+    """Whether PyMOL runs with its interactive GUI (not ``pymol -c``, not imported as a library)."""
+    instance = _self._pymol
+    options = getattr(instance, "invocation", None)
+    no_gui = getattr(getattr(options, "options", None), "no_gui", 1)
+    return not no_gui and getattr(instance, "glutThread", None) is not None
+
+
+def _keywords(kwargs: dict, **defaults) -> dict:
+    """Options named like Python keywords (``as``, ``async``) arrive through ``**kwargs``; also accept them
+    with a trailing underscore, and refuse anything else."""
+    values = dict(defaults)
+    for key, value in kwargs.items():
+        plain = key.rstrip("_")
+        if plain not in defaults:
+            raise CmdException(f"unknown argument '{key}'")
+        values[plain] = value
+    return values
+
+
+def _say(quiet, line: str) -> None:
+    if not int(quiet):
+        print(line)
+
+
+def dsr_train(selection: str = "", states: str = "", name: str = "", preset: str = "small", steps: int = 0,
+              surface: str = "ses", device: str = "", quiet: int = 1, *, _self=cmd, **kwargs) -> str:
+    """
+DESCRIPTION
+
+    "dsr_train" learns a Dynamical Surface Representation (DSR, NeurIPS 2023): one neural signed
+    distance function f(x, t) whose zero level set is the molecular surface of the selection at
+    every time t of the chosen states, and between and beyond them.
+
+    Atoms: the selection without solvent and inorganic ions ("not solvent and not inorganic", as
+    PyMOL's own surface skips them); hydrogens are kept (add "and not hydro" to drop them). A
+    selection spanning several objects trains one model with a latent code per object (pick whose
+    surface to show with dsr_surface ..., object=); each object's states are its frames.
+
+    In the PyMOL GUI training runs in the background (progress in the feedback; dsr_status,
+    dsr_wait, dsr_cancel, or Plugin > DSR...); in scripts (pymol -c, or PyMOL as a library) the
+    command returns when the model is ready. In a .pml run inside the GUI, follow it by dsr_wait.
+
+USAGE
+
+    dsr_train selection [, states [, name [, preset [, steps [, surface [, device ]]]]]]
+
+ARGUMENTS
+
+    selection = str: atoms to learn the surface of {required}
+
+    states = str: PyMOL states, e.g. 1-150, 1-80:2 (every 2nd), 2-last, 1 5 9 {default: all}
+
+    name = str: name of the model {default: <first object>_dsr}
+
+    preset = paper (8x512 MLP, for a GPU), small (CPU, minutes) or tiny (tests) {default: small}
+
+    steps = int: training steps {default: the preset's}
+
+    surface = ses (solvent-excluded surface from coordinates and radii, computed by the backend) or
+    pymol (PyMOL's own surface of each state, at the current surface_quality) {default: ses}
+
+    device = auto, cpu, cuda or cuda:N {default: auto: CUDA when available}
+
+    async = 1: train in the background; 0: wait for the end {default: 1 in the GUI, 0 in scripts}
+
+EXAMPLE
+
+    load adk.psf, adk
+    load_traj adk_dims.dcd, adk
+    dsr_train adk, states=1-80:2
+    dsr_surface t=0.5
+
+SEE ALSO
+
+    dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_backend
+    """
+    options = _keywords(kwargs, **{"async": -1})
+    if not str(selection).strip():
+        raise CmdException("dsr_train needs a selection, e.g. dsr_train adk, states=1-80:2")
+    surface, steps = str(surface).strip().lower(), parse_int(steps, "steps", minimum=0)
+    if surface not in SURFACE_SOURCES:
+        raise CmdException(f"surface must be ses or pymol, got '{surface}'")
+    frames = extract_atoms(selection, states, _self)
+    name = _self.get_legal_name(name or f"{frames[0].object}_dsr")
+    session = session_for(_self)
+    backend = session.backend()
+    _check_settings(backend.describe(), preset, device)
+    arrays = atom_arrays(frames)
+    if len(set(arrays["times"].tolist())) == 1:
+        _say(quiet, " dsr_train: one state only: the model is static (the same surface at every t)")
+    chempy_models = None
+    if surface == "pymol":
+        chempy_models = [_self.get_model(f.selection, state) for f in frames for state in f.states]
+    settings = train_settings(name, frames, selection, surface, preset, steps, device)
+    task = TrainTask(backend, settings, arrays, chempy_models, _self.get_setting_int("surface_quality"),
+                     report=None if int(quiet) else print)
+    session.add_task(task)
+    _say(quiet, f" dsr_train: '{name}' from {sum(len(f.states) for f in frames)} states of "
+                f"{', '.join(f.object for f in frames)} ({', '.join(str(len(f.radii)) for f in frames)} atoms), "
+                f"preset {preset}, surface {surface}")
+    background = int(options["async"])
+    if background == 1 or (background < 0 and gui_running(_self)):
+        task.start()
+        _say(quiet, f" dsr_train: training '{name}' in the background: dsr_status shows progress, dsr_wait "
+                    "waits for it, dsr_cancel stops it")
+        return name
+    status = task.run()
+    if status["state"] != "done":
+        raise CmdException(task.outcome())
+    _say(quiet, f" dsr_train: {task.outcome()}")
+    return name
+
+
+def _check_settings(backend_info: dict, preset: str, device: str) -> None:
+    presets = backend_info.get("presets", [])
+    if preset not in presets:
+        raise CmdException(f"unknown preset '{preset}'; choose one of {', '.join(presets)}")
+    if str(device).startswith("cuda") and not backend_info.get("cuda"):
+        raise CmdException("device cuda was asked for but the backend sees no CUDA GPU; use device=cpu")
+
+
+def dsr_surface(t: str = "", state: str = "", model: str = "", level: str = "0",
+                resolution: int = DEFAULT_RESOLUTION, name: str = "", color: str = "auto", object: str = "",
+                quiet: int = 1, *, _self=cmd, **kwargs) -> str:
+    """
+DESCRIPTION
+
+    "dsr_surface" shows the surface a DSR model learned, at any time: as a CGO object beside the
+    atoms, in the same Ångström frame.
+
+    Time: t is the fraction of the trained state range (0 the first trained state, 1 the last,
+    above 1 or below 0 extrapolates); state= gives the same as a (fractional) state number. Several
+    times, e.g. t=0:1:50 (start:stop:count) or t=0 0.5 1, make one multi-state object for the
+    state slider; when the times fall on distinct whole states (e.g. state=1:79:79) its states are
+    those state numbers, so it plays in step with the atoms.
+
+    Levels: level=-2 0 2 shows several level sets of the signed distance (Å) together, positive
+    red, zero white, negative blue, transparent.
+
+    color=speed colours each vertex by the normal speed of the surface (blue moving inward, white
+    still, red outward; symmetric scale, printed), which makes domain motions stand out.
+
+USAGE
+
+    dsr_surface [ t [, state [, model [, level [, resolution [, name [, color [, object [, as ]]]]]]]]]
+
+ARGUMENTS
+
+    t = float, list or start:stop:count: time(s) as fraction(s) of the trained range {default: the
+    current state}
+
+    state = float, list or start:stop:count: time(s) as state numbers, instead of t
+
+    model = str: DSR model {default: the last one trained or loaded}
+
+    level = float or list: signed distance level(s) in Å {default: 0, the surface}
+
+    resolution = int: grid nodes per axis over the model's box {default: 64}
+
+    name = str: object to (re)place {default: <model>_t<t>}
+
+    color = auto (by level), speed, or a PyMOL colour {default: auto}
+
+    object = str: whose surface, for a model trained on several objects {default: the first}
+
+    as = cgo (triangles), mesh (lines) or map (SDF map + isosurfaces, for a few times) {default: cgo}
+
+EXAMPLES
+
+    dsr_surface t=0.5
+    dsr_surface t=0:1:50, name=movie
+    dsr_surface state=37.5, color=speed
+    dsr_surface t=1.2, level=-1 0 1
+    dsr_surface t=0.5, as=map
+
+SEE ALSO
+
+    dsr_train, dsr_list, isolevel
+    """
+    options = _keywords(kwargs, **{"as": "cgo"})
+    session = session_for(_self)
+    info = session.model_info(model)
+    times = TimePoints.of(info, t, state, _self.get_state())
+    levels = parse_values(level, "level")
+    resolution = parse_int(resolution, "resolution", minimum=8)
+    protein = protein_of(info, object)
+    several = protein if len(info["protein_names"]) > 1 else ""
+    name = _self.get_legal_name(name) if name else default_name(info["name"], times, not str(t).strip(), several)
+    color = str(color).strip()
+    color = color.lower() if color.lower() in ("auto", "speed") else color
+    summary = show_surface(session.backend(), info, times, levels, name, resolution, color,
+                           str(options["as"]).strip().lower(), protein, _self)
+    _say(quiet, f" dsr_surface: {summary}")
+    return name
+
+
+def dsr_status(name: str = "", quiet: int = 1, *, _self=cmd) -> list[dict]:
+    """
+DESCRIPTION
+
+    "dsr_status" shows how far DSR training has got: phase, steps, loss, time so far and left.
+
+USAGE
+
+    dsr_status [ name ]
+
+ARGUMENTS
+
+    name = str: model being trained {default: every training of this session}
+    """
+    session = session_for(_self)
+    tasks = [session.task(name)] if name else list(session.tasks.values())
+    if not tasks:
+        _say(quiet, " dsr_status: no training in this session")
+    for task in tasks:
+        line = progress_line(task.status()) if task.running else task.outcome()
+        _say(quiet, f" dsr_status: {_bar(task.fraction()) if task.running else ''}{line}")
+    return [task.status() for task in tasks]
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "." * (width - filled) + "] "
+
+
+def dsr_wait(name: str = "", timeout: float = -1, quiet: int = 1, *, _self=cmd) -> dict:
+    """
+DESCRIPTION
+
+    "dsr_wait" waits until a DSR training ends; an error if it failed or was cancelled (so that a
+    script stops there).
+
+USAGE
+
+    dsr_wait [ name [, timeout ]]
+
+ARGUMENTS
+
+    name = str: model being trained {default: the running one}
+
+    timeout = float: seconds to wait at most; negative: no limit {default: -1}
+    """
+    task = session_for(_self).task(name)
+    timeout = parse_values(timeout, "timeout")[0]
+    status = task.wait(None if timeout < 0 else timeout)
+    if task.running:
+        _say(quiet, f" dsr_wait: still running after {timeout:g} s: {progress_line(status)}")
+    elif status["state"] != "done":
+        raise CmdException(task.outcome())
+    else:
+        _say(quiet, f" dsr_wait: {task.outcome()}")
+    return status
+
+
+def dsr_cancel(name: str = "", quiet: int = 1, *, _self=cmd) -> None:
+    """
+DESCRIPTION
+
+    "dsr_cancel" stops a DSR training after its current step; no model is stored (a model of the
+    same name trained before stays).
+
+USAGE
+
+    dsr_cancel [ name ]
+
+ARGUMENTS
+
+    name = str: model being trained {default: the running one}
+    """
+    task = session_for(_self).task(name)
+    if not task.running:
+        _say(quiet, f" dsr_cancel: '{task.name}' is not training ({task.outcome()})")
+        return
+    task.cancel()
+    _say(quiet, f" dsr_cancel: cancelling the training of '{task.name}'")
+
+
+def dsr_list(quiet: int = 1, *, _self=cmd) -> list[str]:
+    """
+DESCRIPTION
+
+    "dsr_list" lists the DSR models of this session (and trainings still running).
+
+USAGE
+
+    dsr_list
+    """
+    session = session_for(_self)
+    models = session.backend().models() if session.started else []
+    for info in models:
+        start, stop = info["time_range"]
+        marker = "  (current)" if info["name"] == session.current else ""
+        loss = f", loss {info['loss']:.4g}" if info.get("loss") is not None else ""
+        _say(quiet, f" dsr_list: {info['name']}: objects {', '.join(info['protein_names'])}, states {start:g}-{stop:g}, "
+              f"preset {info['preset']}, {info['step']} steps{loss}{marker}")
+    for task in session.tasks.values():
+        if task.running:
+            _say(quiet, f" dsr_list: {progress_line(task.status())}")
+    if not models and not any(task.running for task in session.tasks.values()):
+        _say(quiet, " dsr_list: no DSR models yet (dsr_train or dsr_load)")
+    return [info["name"] for info in models]
+
+
+def dsr_save(name: str = "", filename: str = "", quiet: int = 1, *, _self=cmd) -> str:
+    """
+DESCRIPTION
+
+    "dsr_save" writes a DSR model to a checkpoint file (.pt), to load again with dsr_load or use
+    with the dsr command line (dsr surface model.pt ...).
+
+USAGE
+
+    dsr_save name, filename
+
+ARGUMENTS
+
+    name = str: model {default: the current one}
+
+    filename = str: file to write
+    """
+    if not str(filename).strip():
+        raise CmdException("dsr_save needs a file name, e.g. dsr_save adk_dsr, adk_dsr.pt")
+    session = session_for(_self)
+    info = session.model_info(name)
+    path = os.path.abspath(os.path.expanduser(filename))
+    session.backend().save_model(info["name"], path)
+    _say(quiet, f" dsr_save: model '{info['name']}' written to {path}")
+    return path
+
+
+def dsr_load(filename: str = "", name: str = "", quiet: int = 1, *, _self=cmd) -> str:
+    """
+DESCRIPTION
+
+    "dsr_load" reads a DSR checkpoint (.pt, from dsr_save or the dsr command line) as a model.
+
+USAGE
+
+    dsr_load filename [, name ]
+
+ARGUMENTS
+
+    filename = str: checkpoint file
+
+    name = str: model name {default: the file name without extension}
+    """
+    path = os.path.abspath(os.path.expanduser(str(filename).strip()))
+    if not os.path.isfile(path):
+        raise CmdException(f"no such file: {filename}")
+    name = _self.get_legal_name(name or os.path.splitext(os.path.basename(path))[0])
+    session = session_for(_self)
+    if name in session.tasks and session.tasks[name].running:
+        raise CmdException(f"model '{name}' is still training; choose another name")
+    info = session.backend().load_model(path, name)
+    session.current = name
+    start, stop = info["time_range"]
+    _say(quiet, f" dsr_load: model '{name}' (objects {', '.join(info['protein_names'])}, states {start:g}-{stop:g})")
+    return name
+
+
+def dsr_backend(kind: str = "", python: str = "", quiet: int = 1, *, _self=cmd) -> dict:
+    """
+DESCRIPTION
+
+    "dsr_backend" shows or sets where DSR trains and answers queries.
+
+    embedded: in PyMOL's own Python (a worker thread) when torch and dsr_backend import there,
+    otherwise a subprocess of the Python named by python= or the PYMOL_DSR_PYTHON environment
+    variable. thread: always in-process; subprocess: always the other Python. Setting a backend
+    drops the models of the old one (save them first with dsr_save).
+
+USAGE
+
+    dsr_backend [ kind [, python ]]
+
+ARGUMENTS
+
+    kind = embedded, thread or subprocess {default: show the current backend}
+
+    python = str: path of a Python with torch and dsr_backend (for subprocess)
+    """
+    session = session_for(_self)
+    kind = str(kind).strip().lower()
+    if kind:
+        session.set_backend(kind, str(python).strip())
+    if not session.started and not kind:
+        _say(quiet, f" dsr_backend: {session.kind} (not started yet; it starts with the first dsr_train or dsr_load)")
+        return dict(kind=session.kind, python=session.python)
+    backend = session.backend()
+    info = backend.describe()
+    _say(quiet, f" dsr_backend: {session.kind}: {backend.label}, torch {info['torch']}, "
+                f"CUDA {'yes' if info['cuda'] else 'no'}")
+    return dict(kind=session.kind, label=backend.label, backend=info)
+
+
+COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_backend)
+
+
+def _model_names() -> Shortcut:
+    session = session_for(cmd)
+    names = [info["name"] for info in session.backend().models()] if session.started else []
+    return Shortcut(names + list(session.tasks))
+
+
+def register(_self=cmd) -> None:
+    """Add the commands to PyMOL, with tab completion of selections, models and backends."""
+    for function in COMMANDS:
+        _self.extend(function.__name__, function)
+    models = [_model_names, "DSR model", ", "]
+    _self.auto_arg[0].update(dsr_train=[_self.selection_sc, "selection", ", "], dsr_save=models,
+                             dsr_wait=models, dsr_cancel=models, dsr_status=models,
+                             dsr_backend=[lambda: Shortcut(BACKEND_KINDS), "backend", ", "])
+    _self.auto_arg[2].update(dsr_surface=models)

@@ -1,0 +1,99 @@
+"""Per-PyMOL-instance plugin state: the chosen backend, training tasks and the current model."""
+from __future__ import annotations
+
+import atexit
+import threading
+
+from pymol import CmdException, cmd
+
+from .backend import Backend, embedded_backend
+from .training import TrainTask
+
+BACKEND_KINDS = ("embedded", "thread", "subprocess")
+
+
+class Session:
+    """What the plugin remembers for one PyMOL instance."""
+
+    def __init__(self) -> None:
+        self.kind, self.python = "embedded", ""
+        self.current = ""                   # model used when a command names none
+        self.tasks: dict[str, TrainTask] = {}
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ backend
+    def backend(self) -> Backend:
+        """The backend, started on first use."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = embedded_backend(self.kind, self.python)
+                atexit.register(self._backend.close)
+            return self._backend
+
+    @property
+    def started(self) -> bool:
+        return self._backend is not None
+
+    def set_backend(self, kind: str, python: str = "") -> Backend:
+        """Switch backends (models of the old one are dropped); refused while a training runs."""
+        if kind not in BACKEND_KINDS:
+            raise CmdException(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_KINDS)}")
+        running = [task.name for task in self.tasks.values() if task.running]
+        if running:
+            raise CmdException(f"'{running[0]}' is still training; dsr_wait or dsr_cancel it first")
+        with self._lock:
+            old, self._backend = self._backend, None
+            self.kind, self.python = kind, python
+        if old is not None:
+            atexit.unregister(old.close)
+            old.close()
+        self.tasks.clear()
+        self.current = ""
+        return self.backend()
+
+    # ------------------------------------------------------------------ tasks and models
+    def add_task(self, task: TrainTask) -> None:
+        running = self.tasks.get(task.name)
+        if running is not None and running.running:
+            raise CmdException(f"model '{task.name}' is already training; dsr_cancel it or choose another name")
+        self.tasks[task.name] = task
+        self.current = task.name
+
+    def task(self, name: str = "") -> TrainTask:
+        """The latest task of a model (default: the running one, else the current model's)."""
+        if not name:
+            running = [task for task in self.tasks.values() if task.running]
+            name = running[-1].name if running else self.current
+        if name not in self.tasks:
+            raise CmdException(f"no training of '{name}' in this session" if name else "no training yet")
+        return self.tasks[name]
+
+    def model_info(self, name: str = "") -> dict:
+        """Information on a trained model ready for queries; a one-line error if there is none yet."""
+        name = name or self.current
+        if not name:
+            raise CmdException("no trained model: train one with dsr_train or load one with dsr_load")
+        task = self.tasks.get(name)
+        if task is not None and task.running:
+            raise CmdException(f"model '{name}' is still training ({task.outcome()}); wait with dsr_wait or "
+                               "stop it with dsr_cancel")
+        known = {info["name"]: info for info in self.backend().models()}
+        if name in known:
+            return known[name]
+        if task is not None:
+            raise CmdException(task.outcome())
+        raise CmdException(f"no DSR model named '{name}' (models: {', '.join(known) or 'none'})")
+
+
+SESSION_ATTRIBUTE = "_pymol_dsr_session"
+
+
+def session_for(_self=cmd) -> Session:
+    """The session of the PyMOL instance ``_self`` belongs to (kept on the instance, so it lives as long)."""
+    instance = _self._pymol  # the pymol module, or a weak proxy of a pymol2.PyMOL instance
+    session = instance.__dict__.get(SESSION_ATTRIBUTE)  # not getattr: pymol2.PyMOL falls back to the module
+    if session is None:
+        session = Session()
+        setattr(instance, SESSION_ATTRIBUTE, session)
+    return session

@@ -1,0 +1,102 @@
+"""The embedded backends: choosing one, the subprocess worker and its JSON-lines protocol, missing torch."""
+import os
+import stat
+import sys
+
+import numpy as np
+import pymol2
+import pytest
+from pymol import CmdException, cmd
+from scipy.spatial import cKDTree
+
+from pymol_dsr import backend as backends
+from pymol_dsr.atoms import extract_atoms
+from pymol_dsr.backend import SubprocessBackend, embedded_backend
+from pymol_dsr.commands import dsr_backend, dsr_surface, dsr_train, register
+from pymol_dsr.training import atom_arrays
+from tests.test_pymol_atoms import hinge_peptide
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def worker():
+    backend = SubprocessBackend(sys.executable, env=ONE_THREAD)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def peptide_arrays():
+    cmd.reinitialize()
+    hinge_peptide(states=3)
+    arrays = atom_arrays(extract_atoms("pep"))
+    coords = {state: cmd.get_coords("pep", state) for state in (1, 2, 3)}
+    cmd.reinitialize()
+    return arrays, coords
+
+
+def test_the_worker_trains_and_answers_queries_with_arrays(worker, peptide_arrays, tmp_path):
+    arrays, coords = peptide_arrays
+    assert worker.describe()["pid"] != os.getpid() and "tiny" in worker.describe()["presets"]
+    job = worker.submit_train(dict(name="w", preset="tiny", steps=60, device="cpu", protein_names=["pep"]), arrays)
+    status = worker.wait(job, timeout=120)
+    assert status["state"] == "done" and status["step"] == 60
+    assert worker.job(job)["state"] == "done"  # from the streamed job events
+    (row,) = worker.surfaces("w", [0.0], [0.0], resolution=48, protein="pep", with_speed=True)
+    mesh = row[0]
+    assert mesh["vertices"].dtype == np.float32 and mesh["faces"].shape[1] == 3
+    assert mesh["speed"].shape == (len(mesh["vertices"]),)
+    assert cKDTree(coords[1]).query(mesh["vertices"])[0].mean() < 2.5
+    grid = worker.sdf_grid("w", 0.5, resolution=16)
+    assert grid["grid"].shape == (16, 16, 16) and len(grid["origin"]) == 3 and grid["spacing"] > 0
+    worker.save_model("w", str(tmp_path / "w.pt"))
+    assert worker.load_model(str(tmp_path / "w.pt"), "w2")["protein_names"] == ["pep"]
+    assert [info["name"] for info in worker.models()] == ["w", "w2"]
+
+
+def test_worker_errors_come_back_as_one_line_messages(worker):
+    with pytest.raises(CmdException, match="no DSR model named 'ghost'"):
+        worker.surfaces("ghost", [0.5], [0.0])
+    with pytest.raises(CmdException, match="unknown preset"):
+        worker.submit_train(dict(name="x", preset="huge"), {"times": np.zeros(1)})
+    assert worker.describe()["torch"]  # still serving
+
+
+def test_commands_on_the_subprocess_backend(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    instance = pymol2.PyMOL()
+    instance.start()
+    try:
+        register(instance.cmd)
+        own = instance.cmd
+        own.fab("ACDEFGHIKLMN", "pep", ss=1)
+        assert dsr_backend("subprocess", sys.executable, _self=own)["label"].startswith("subprocess")
+        dsr_train("pep", name="sub", preset="tiny", steps=60, _self=own)
+        dsr_surface(t="0", model="sub", name="surf", _self=own)
+        assert own.get_type("surf") == "object:cgo"
+        low, high = np.array(own.get_extent("surf"))
+        atoms = own.get_coords("pep")
+        assert np.all(np.abs(low - atoms.min(axis=0)) < 4) and np.all(np.abs(high - atoms.max(axis=0)) < 4)
+        dsr_backend("embedded", _self=own)
+    finally:
+        instance.stop()
+
+
+def test_a_python_without_the_backend_names_the_pip_command(tmp_path):
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # -S: no site-packages, no dsr_backend
+    bare.chmod(bare.stat().st_mode | stat.S_IEXEC)
+    with pytest.raises(CmdException, match=r"did not start .*No module named.*-m pip install pymol-dsr"):
+        SubprocessBackend(str(bare))
+    with pytest.raises(CmdException, match="cannot run the Python '/no/such/python'"):
+        SubprocessBackend("/no/such/python")
+
+
+def test_without_torch_and_without_a_python_the_error_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(backends, "torch_in_pymol", lambda: False)
+    monkeypatch.delenv(backends.PYTHON_VARIABLE, raising=False)
+    with pytest.raises(CmdException, match=r"-m pip install pymol-dsr.*PYMOL_DSR_PYTHON"):
+        embedded_backend()
+    with pytest.raises(CmdException, match="unknown backend 'remote'"):
+        embedded_backend("remote")

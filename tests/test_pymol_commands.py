@@ -1,0 +1,242 @@
+"""The commands end to end in headless PyMOL, on the in-process backend with tiny models."""
+import numpy as np
+import pymol2
+import pytest
+from pymol import CmdException, cgo, cmd
+from scipy.spatial import cKDTree
+
+import pymol_dsr  # noqa: F401  (registers the commands)
+from pymol_dsr.commands import dsr_status, dsr_surface, dsr_train, dsr_wait, register
+from pymol_dsr.session import session_for
+from tests.test_pymol_atoms import hinge_peptide
+
+MODEL = "pep_model"
+OPERANDS = {cgo.BEGIN: 1, cgo.END: 0, cgo.COLOR: 3, cgo.NORMAL: 3, cgo.VERTEX: 3}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny model trained on states 1-5 of the hinge peptide (typed as a user would)."""
+    cmd.reinitialize()
+    hinge_peptide()
+    cmd.do(f"dsr_train pep, states=1-5, name={MODEL}, preset=tiny, steps=150")
+    assert MODEL in [info["name"] for info in session_for(cmd).backend().models()]
+    return MODEL
+
+
+@pytest.fixture(autouse=True)
+def fresh_pymol():
+    cmd.reinitialize()
+    cmd.feedback("disable", "all", "everything")
+    hinge_peptide()
+    yield
+    cmd.reinitialize()
+
+
+def read_cgo(name: str, state: int = 1) -> list[dict]:
+    """The BEGIN..END blocks of one state of a CGO object as PyMOL stores it: mode, colours, vertices."""
+    entry = next(item for item in cmd.get_session(name)["names"] if item and item[0] == name)
+    stored = entry[5][2][state - 1]
+    stream = stored[0][1] if stored and stored[0] else []
+    blocks, color, index = [], None, 0
+    while index < len(stream) and stream[index] in OPERANDS:
+        op = stream[index]
+        values = stream[index + 1:index + 1 + OPERANDS[op]]
+        if op == cgo.BEGIN:
+            blocks.append({"mode": values[0], "colors": [], "vertices": []})
+        elif op == cgo.COLOR:
+            color = values
+        elif op == cgo.VERTEX:
+            blocks[-1]["vertices"].append(values)
+            blocks[-1]["colors"].append(color)
+        index += 1 + OPERANDS[op]
+    return [{key: np.asarray(value) if key != "mode" else value for key, value in block.items()} for block in blocks]
+
+
+def distances(vertices: np.ndarray, state: int, selection: str = "pep") -> np.ndarray:
+    return cKDTree(cmd.get_coords(selection, state)).query(vertices)[0]
+
+
+def test_surface_at_t_lies_on_the_atoms_of_the_matching_state(trained):
+    for t, state, other in ((0, 1, 5), (1, 5, 1)):
+        cmd.do(f"dsr_surface t={t}, model={trained}, name=surf{t}")
+        (block,) = read_cgo(f"surf{t}")
+        assert block["mode"] == cgo.TRIANGLES and len(block["vertices"]) > 3000
+        near = distances(block["vertices"], state)
+        assert near.mean() < 2.2 and np.percentile(near, 99) < 3.5  # Å, on a peptide with vdW radii ~1.1-1.9
+        assert near.mean() < distances(block["vertices"], other).mean()
+        np.testing.assert_allclose(block["colors"], 1.0)  # level 0 is white
+
+
+def test_default_name_and_time_is_the_current_state(trained, capsys):
+    cmd.frame(3)
+    assert dsr_surface(model=trained, quiet=0) == f"{trained}_s3"
+    assert "t = 0.5 (state 3)" in capsys.readouterr().out
+    assert dsr_surface(t="0.25", model=trained) == f"{trained}_t0.25"
+
+
+def test_a_t_range_gives_one_state_per_time(trained):
+    cmd.do(f"dsr_surface t=0:1:7, model={trained}, name=movie")
+    assert cmd.count_states("movie") == 7
+    assert all(len(read_cgo("movie", state)[0]["vertices"]) > 1000 for state in (1, 4, 7))
+
+
+def test_times_on_whole_states_line_up_with_the_atom_states(trained):
+    cmd.do(f"dsr_surface state=2:4:3, model={trained}, name=aligned")
+    assert cmd.count_states("aligned") == 4
+    assert read_cgo("aligned", 1) == []
+    for state in (2, 3, 4):
+        assert distances(read_cgo("aligned", state)[0]["vertices"], state).mean() < 2.2
+
+
+def test_extrapolation_is_said(trained, capsys):
+    dsr_surface(t="1.2", model=trained, quiet=0)
+    assert "extrapolated" in capsys.readouterr().out
+
+
+def test_level_sets_are_nested_and_coloured(trained):
+    cmd.do(f"dsr_surface t=0.5, model={trained}, level=-0.5 0 1.5, name=levels")
+    blocks = read_cgo("levels")
+    assert len(blocks) == 3
+    inner, zero, outer = (distances(block["vertices"], 3).mean() for block in blocks)
+    assert inner < zero < outer
+    negative, white, positive = (block["colors"][0] for block in blocks)
+    assert negative[2] > negative[0] and positive[0] > positive[2]  # blue, red
+    np.testing.assert_allclose(white, 1.0)
+    assert cmd.get_setting_float("cgo_transparency", "levels") == pytest.approx(0.5)
+
+
+def test_speed_colours_the_moving_half(trained, capsys):
+    dsr_surface(t="0.5", model=trained, color="speed", name="speed", quiet=0)
+    assert "speed colours blue -" in capsys.readouterr().out
+    (block,) = read_cgo("speed")
+    colors, vertices = block["colors"], block["vertices"]
+    assert colors.shape == vertices.shape and np.ptp(colors, axis=0).max() > 0.3
+    reddish = np.isclose(colors[:, 1], colors[:, 2], atol=1e-4)  # white -> red keeps green = blue
+    bluish = (colors[:, 0] <= colors[:, 1] + 1e-4) & (colors[:, 1] <= colors[:, 2] + 1e-4)
+    assert np.all(reddish | bluish) and reddish.any() and (bluish & ~reddish).any()
+    moving = cKDTree(cmd.get_coords("pep and resi 7-12", 3)).query(vertices)[0] < 3.0
+    whiteness = colors.min(axis=1)
+    assert whiteness[moving].mean() < whiteness[~moving].mean()  # the swinging half is coloured most
+
+
+def test_mesh_and_map_styles(trained):
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=lines, as=mesh")
+    (block,) = read_cgo("lines")
+    assert block["mode"] == cgo.LINES and len(block["vertices"]) % 2 == 0
+    cmd.do(f"dsr_surface t=0 0.3, model={trained}, name=field, as=map")
+    assert cmd.get_type("field_sdf") == "object:map" and cmd.count_states("field_sdf") == 2
+    assert cmd.get_type("field") == "object:surface"
+    low, high = np.array(cmd.get_extent("field_sdf"))
+    atoms = cmd.get_coords("pep", 1)
+    assert np.all(low <= atoms.min(axis=0)) and np.all(high >= atoms.max(axis=0))
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    path = tmp_path / "model.pt"
+    cmd.do(f"dsr_save {trained}, {path}")
+    cmd.do(f"dsr_load {path}, reloaded")
+    cmd.do(f"dsr_surface t=0.3, model={trained}, name=before")
+    cmd.do("dsr_surface t=0.3, model=reloaded, name=after")
+    np.testing.assert_allclose(read_cgo("after")[0]["vertices"], read_cgo("before")[0]["vertices"], atol=1e-4)
+    assert session_for(cmd).current == "reloaded"
+
+
+def test_one_state_trains_a_static_model(capsys):
+    dsr_train("pep", "3", name="still", preset="tiny", steps=20, quiet=0)
+    assert "static" in capsys.readouterr().out
+    dsr_surface(t="0 1", model="still", name="still_surf", quiet=0)
+    assert "static model" in capsys.readouterr().out
+    first, last = (read_cgo("still_surf", state)[0]["vertices"] for state in (1, 2))
+    np.testing.assert_allclose(first, last)
+
+
+def test_several_objects_train_one_model_with_a_code_each():
+    cmd.fab("KLMNPQRSTVWY", "other", ss=3)  # a strand laid over the helix, as aligned GPCRmd systems overlap
+    cmd.translate(list(cmd.get_coords("pep", 1).mean(axis=0) - cmd.get_coords("other", 1).mean(axis=0)), "other",
+                  camera=0)
+    dsr_train("pep or other", "1", name="pair", preset="tiny", steps=150)
+    assert session_for(cmd).model_info("pair")["protein_names"] == ["pep", "other"]
+    for shown, elsewhere in (("other", "pep"), ("pep", "other")):
+        assert dsr_surface(t="0", model="pair", object=shown) == f"pair_{shown}_t0"
+        vertices = read_cgo(f"pair_{shown}_t0")[0]["vertices"]
+        assert distances(vertices, 1, shown).mean() < 0.6 * distances(vertices, 1, elsewhere).mean()
+
+
+def test_training_on_pymols_own_surface():
+    dsr_train("pep", "1-3", name="from_pymol", preset="tiny", steps=30, surface="pymol")
+    assert session_for(cmd).model_info("from_pymol")["metadata"]["surface"] == "pymol"
+
+
+def test_background_training_status_wait_and_cancel(trained, capsys):
+    cmd.do("dsr_train pep, states=1-3, name=slow, preset=tiny, steps=100000, async=1")
+    cmd.do("dsr_surface t=0.5, model=slow")
+    assert "still training" in capsys.readouterr().out
+    assert dsr_status("slow", quiet=0)[0]["state"] == "running"
+    assert "dsr_status: [" in capsys.readouterr().out
+    cmd.do("dsr_cancel slow")
+    cmd.do("dsr_wait slow")
+    assert "cancelled" in capsys.readouterr().out
+    cmd.do("dsr_surface t=0.5, model=slow")
+    assert "no model was stored" in capsys.readouterr().out
+    cmd.do("dsr_train pep, states=1-3, name=quick, preset=tiny, steps=20, async=1")
+    assert dsr_wait("quick")["state"] == "done"
+
+
+@pytest.mark.parametrize("command, message", [
+    ("dsr_train nothing_here", "unknown selection or object 'nothing_here'"),
+    ("dsr_train pep, states=1-99", "state 99 is out of range: object 'pep' has 5 states"),
+    ("dsr_train pep, states=4-2", "empty state range"),
+    ("dsr_train solvent_only", "left after removing solvent"),
+    ("dsr_train pep, preset=huge", "unknown preset 'huge'"),
+    ("dsr_train pep, surface=msms", "surface must be ses or pymol"),
+    ("dsr_train pep, steps=-3", "steps must be at least 0"),
+    ("dsr_train pep, steps=many", "steps must be a whole number"),
+    ("dsr_train pep, device=cuda", "no CUDA GPU"),
+    ("dsr_surface t=nan, model={model}", "t must be finite"),
+    ("dsr_surface t=0:1, model={model}", "start:stop:count"),
+    ("dsr_surface t=0.5, state=3, model={model}", "t or state, not both"),
+    ("dsr_surface t=0.5, model=unknown_model", "no DSR model named 'unknown_model'"),
+    ("dsr_surface t=0.5, model={model}, name=pep", "'pep' is an existing object:molecule"),
+    ("dsr_surface t=0.5, model={model}, object=zzz", "has no object 'zzz'"),
+    ("dsr_surface t=0.5, model={model}, as=ribbon", "as must be one of cgo, mesh, map"),
+    ("dsr_surface t=0.5, model={model}, color=nonsense", "unknown colour 'nonsense'"),
+    ("dsr_surface t=0.5, model={model}, color=speed, as=map", "color=speed needs as=cgo or as=mesh"),
+    ("dsr_surface t=0:1:20, model={model}, as=map", "use at most 10 times"),
+    ("dsr_surface t=0.5, model={model}, resolution=4", "resolution must be at least 8"),
+    ("dsr_surface t=0.5, model={model}, shape=round", "unknown argument 'shape'"),
+    ("dsr_load /no/such/file.pt", "no such file"),
+    ("dsr_save {model}", "needs a file name"),
+    ("dsr_wait never_trained", "no training of 'never_trained'"),
+])
+def test_bad_input_is_a_one_line_error_and_changes_nothing(trained, capsys, command, message):
+    cmd.pseudoatom("solvent_only", resn="HOH", name="O", elem="O", pos=[30.0, 0.0, 0.0])
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=existing")
+    objects = lambda: {name: (cmd.get_type(name), cmd.count_states(name)) for name in cmd.get_names()}  # noqa: E731
+    before = objects()
+    coords = cmd.get_coords("pep", 0)
+    capsys.readouterr()
+    cmd.do(command.format(model=trained))
+    errors = [line for line in capsys.readouterr().out.splitlines() if "Error" in line]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert objects() == before
+    np.testing.assert_array_equal(cmd.get_coords("pep", 0), coords)
+    assert len(read_cgo("existing")[0]["vertices"]) > 1000
+
+
+def test_no_trained_model_in_a_fresh_pymol_instance(trained):
+    instance = pymol2.PyMOL()
+    instance.start()
+    try:
+        register(instance.cmd)
+        assert "dsr_surface" in instance.cmd.keyword
+        with pytest.raises(CmdException, match="no trained model: train one with dsr_train or load one with dsr_load"):
+            dsr_surface(t="0.5", _self=instance.cmd)
+    finally:
+        instance.stop()
+
+
+def test_help_shows_the_pymol_style_docstring(capsys):
+    cmd.do("help dsr_train")
+    text = capsys.readouterr().out
+    assert all(section in text for section in ("DESCRIPTION", "USAGE", "ARGUMENTS", "not solvent and not inorganic"))

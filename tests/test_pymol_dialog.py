@@ -1,0 +1,102 @@
+"""The dialog's logic headless (DialogController), and the Qt dialog itself on an offscreen display."""
+import os
+import threading
+
+import pytest
+from pymol import cmd
+
+from pymol_dsr.controller import DialogController, LatestOnly
+from pymol_dsr.session import session_for
+from tests.test_pymol_atoms import hinge_peptide
+
+
+@pytest.fixture(autouse=True)
+def fresh_pymol():
+    cmd.reinitialize()
+    cmd.feedback("disable", "all", "everything")
+    hinge_peptide(states=3)
+    yield
+    cmd.reinitialize()
+
+
+def finish(controller: DialogController) -> None:
+    session_for(cmd).tasks[controller.model].wait(120)
+
+
+def test_train_progress_and_show_at_t():
+    controller = DialogController()
+    assert controller.objects() == [("pep", 3)]
+    assert controller.train("pep", "1-3", "tiny", 40)
+    assert controller.progress().running or controller.progress().fraction == 1.0
+    finish(controller)
+    progress = controller.progress()
+    assert not progress.running and progress.fraction == 1.0 and "trained" in progress.text
+    assert controller.model in controller.model_names()
+    controller.show(controller.model, controller.slider_t(50), 0.0)
+    assert controller.wait_for_surface(60)
+    assert cmd.get_type(controller.surface_name(controller.model)) == "object:cgo"
+    assert "t = 0.50" in controller.message
+
+
+def test_bad_input_and_cancel_are_reported():
+    controller = DialogController()
+    assert not controller.train("pep", "1-9", "tiny", 10)
+    assert "out of range" in controller.progress().text
+    assert controller.train("pep", "1-3", "tiny", 100000)
+    controller.cancel()
+    finish(controller)
+    assert "cancelled" in controller.progress().text
+    controller.show("never_trained", 0.5, 0.0)
+    controller.wait_for_surface(30)
+    assert "no DSR model named 'never_trained'" in controller.message
+
+
+def test_slider_covers_a_quarter_past_the_trained_range():
+    assert DialogController.slider_t(0) == 0.0 and DialogController.slider_t(100) == 1.0
+    assert DialogController.slider_t(DialogController.slider_maximum()) == pytest.approx(1.25)
+
+
+def test_only_the_newest_waiting_request_runs():
+    runner, done = LatestOnly(), []
+    started, release = threading.Event(), threading.Event()
+
+    def first():
+        started.set()
+        release.wait(10)
+        done.append("first")
+
+    runner.submit(first)
+    assert started.wait(10)
+    for index in range(5):  # while the first runs, a slider moves over five positions
+        runner.submit(lambda index=index: done.append(index))
+    release.set()
+    assert runner.wait_idle(10)
+    assert done == ["first", 4]
+
+
+def test_the_qt_dialog_trains_and_shows(monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", os.environ.get("QT_QPA_PLATFORM", "offscreen"))
+    try:
+        from pymol.Qt import QtWidgets
+    except ImportError:
+        pytest.skip("no Qt binding (PyQt5/PySide2/PyQt6/PySide6) for pymol.Qt")
+    from pymol_dsr.dialog import DSRDialog
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    dialog = DSRDialog()
+    assert dialog.object_box.currentText() == "pep"
+    dialog.states_edit.setText("1-3")
+    dialog.preset_box.setCurrentText("tiny")
+    dialog.steps_spin.setValue(30)
+    dialog.train_button.click()
+    finish(dialog.controller)
+    dialog.refresh_progress()
+    assert dialog.progress_bar.value() == 1000 and dialog.train_button.isEnabled()
+    assert dialog.model_list.count() >= 1
+    dialog.model_list.setCurrentRow(dialog.model_list.count() - 1)
+    dialog.time_slider.setValue(100)
+    assert dialog.controller.wait_for_surface(60)
+    app.processEvents()
+    assert dialog.time_label.text() == "t = 1.00"
+    assert cmd.get_type(dialog.controller.surface_name(dialog.model_list.currentItem().text())) == "object:cgo"
+    dialog.close()
