@@ -31,6 +31,6 @@ bg_color white
 set ray_opaque_background, 1
 set grid_mode, 1
 orient adk
-zoom adk_t1, 2
+zoom adk_t1, 8
 set ray_shadows, 0
 png demo_out/quickstart.png, width=1600, height=450, dpi=150, ray=1
