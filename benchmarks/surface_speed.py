@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 1, 2], help="0-based DCD frames")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (and k-d tree workers)")
-    parser.add_argument("--spacing", type=float, nargs="+", default=[0.5, 0.45], help="our grid spacings, Å")
+    parser.add_argument("--spacing", type=float, nargs="+", default=[0.45, 0.5], help="our grid spacings, Å")
     parser.add_argument("--probe", type=float, default=1.4)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours per frame (mean reported)")
     parser.add_argument("--eval-spacing", type=float, default=0.25, help="IoU occupancy grid spacing, Å")

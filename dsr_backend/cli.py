@@ -43,9 +43,10 @@ def cmd_surfaces(args: argparse.Namespace) -> None:
 
     atoms = read_atom_frames(args.topology, args.trajectory, select=args.select, frames=args.frames,
                              include_hydrogens=not args.no_hydrogens)
+    grid = {} if args.spacing is None else {"spacing": args.spacing}
     points, normals = [], []
     for coords in tqdm(atoms.coords, desc="surfaces", unit="frame", disable=args.quiet):
-        surface = solvent_excluded_surface(coords, atoms.radii, probe=args.probe, spacing=args.spacing)
+        surface = solvent_excluded_surface(coords, atoms.radii, probe=args.probe, **grid)
         points.append(surface.points)
         normals.append(surface.normals)
     series = SurfaceSeries(points, normals, times=atoms.frame_indices.astype(float),
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default="protein", help="MDAnalysis selection (default: protein)")
     p.add_argument("--frames", default=":", help="frame slice START:STOP:STEP, 0-based (default: all)")
     p.add_argument("--probe", type=float, default=1.4, help="probe radius in Å (default 1.4)")
-    p.add_argument("--spacing", type=float, default=0.5, help="grid spacing in Å (default 0.5)")
+    p.add_argument("--spacing", type=float, help="grid spacing in Å (default: the library's, 0.45)")
     p.add_argument("--no-hydrogens", action="store_true", help="leave hydrogens out of the surface")
     p.add_argument("--name", help="protein name stored in the series (default: topology file name)")
     p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
