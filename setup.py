@@ -21,9 +21,9 @@ setup(
         "md": ["MDAnalysis>=2.4"],
         "demo": ["MDAnalysis>=2.4", "MDAnalysisTests>=2.4", "matplotlib>=3.5"],
         "server": ["fastapi>=0.100", "uvicorn>=0.22"],
-        "pymol": ["pymol-open-source>=3.1.0a0"],
+        "pymol": ["pymol-open-source>=3.1.0a0", "PyQt5>=5.15"],
         "test": ["pytest>=7", "MDAnalysis>=2.4", "MDAnalysisTests>=2.4", "matplotlib>=3.5",
-                 "pymol-open-source>=3.1.0a0"],
+                 "pymol-open-source>=3.1.0a0", "PyQt5>=5.15"],
     },
     entry_points={"console_scripts": ["dsr = dsr_backend.cli:main"]},
 )
