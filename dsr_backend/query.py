@@ -11,6 +11,7 @@ import torch
 from skimage import measure
 
 from .errors import InvalidInputError, ResourceLimitError
+from .narrow_band import narrow_band_grid
 from .series import check_finite_t
 from .trained import TrainedModel
 
@@ -76,15 +77,40 @@ def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int 
     yy, zz = torch.meshgrid(axis, axis, indexing="ij")
     yz = torch.stack([yy.reshape(-1), zz.reshape(-1)], dim=1)
     rows_per_chunk = max(1, chunk // plane)
-    with torch.no_grad():
-        for start in range(0, resolution, rows_per_chunk):
-            xs = axis[start:start + rows_per_chunk]
-            block = torch.cat([xs.repeat_interleave(plane)[:, None], yz.repeat(len(xs), 1)], dim=1)
-            times = torch.full((len(block),), model_t, device=model.device)
-            proteins = torch.full((len(block),), index, dtype=torch.long, device=model.device)
-            values = model.network(block, times, proteins)
-            grid[start * plane:(start + len(xs)) * plane] = values.float().cpu().numpy()
+    for start in range(0, resolution, rows_per_chunk):
+        xs = axis[start:start + rows_per_chunk]
+        block = torch.cat([xs.repeat_interleave(plane)[:, None], yz.repeat(len(xs), 1)], dim=1)
+        grid[start * plane:(start + len(xs)) * plane] = model.unit_sdf(block, model_t, index, chunk).float().cpu().numpy()
     return grid.reshape(resolution, resolution, resolution) * np.float32(model.normalization.scale)
+
+
+def narrow_band_sdf_grid(model: TrainedModel, t: float, levels: Sequence[float] | float = 0.0,
+                         resolution: int = 128, protein: int | str = 0, chunk: int = 65536,
+                         max_bytes: int | None = None) -> tuple[np.ndarray, int]:
+    """Like :func:`sdf_grid`, but exact only near ``levels`` (Å), evaluated coarse to fine.
+
+    Away from the levels the values are trilinear interpolations from coarser grids, with the right sign,
+    so marching cubes at any of ``levels`` gives the same mesh as on the dense grid
+    (see :mod:`dsr_backend.narrow_band`).
+
+    Returns
+    -------
+    grid : SDF in Å, axes x, y, z.
+    evaluations : the number of points the network was evaluated at (``resolution**3`` for a dense grid).
+    """
+    resolution = check_resolution(resolution, max_bytes)
+    (t_value,) = check_finite_t(t)
+    unit_levels = _finite_levels(levels) / model.normalization.scale
+    model_t = float(model.time_map.fraction_to_model(t_value))
+    grid, evaluations = narrow_band_grid(model, model_t, model.protein_index(protein), resolution, unit_levels, chunk)
+    return grid * np.float32(model.normalization.scale), evaluations
+
+
+def _finite_levels(levels: Sequence[float] | float) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise InvalidInputError(f"levels must be finite numbers, got {values.tolist()}")
+    return values
 
 
 def vertex_fields(model: TrainedModel, vertices: np.ndarray, t: float, protein: int = 0,
@@ -128,7 +154,8 @@ def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple
 
 def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
                      levels: Sequence[float] | float = 0.0, resolution: int = 128, protein: int | str = 0,
-                     with_speed: bool = False, max_bytes: int | None = None) -> list[list[Mesh]]:
+                     with_speed: bool = False, max_bytes: int | None = None,
+                     narrow_band: bool = True) -> list[list[Mesh]]:
     """Level sets of the model at several times.
 
     Parameters
@@ -139,6 +166,8 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
     resolution : grid nodes per axis over the series box.
     protein : index or name of the protein whose surface to extract.
     with_speed : add ``values["speed"]``, the normal speed in Å per unit t.
+    narrow_band : evaluate the network coarse to fine near the levels only (same mesh, a fraction of the
+        evaluations); False evaluates every grid node.
 
     Returns
     -------
@@ -146,14 +175,15 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
     an empty mesh.
     """
     times = check_finite_t(ts)
-    level_values = np.atleast_1d(np.asarray(levels, dtype=np.float64))
-    if not np.all(np.isfinite(level_values)):
-        raise InvalidInputError(f"levels must be finite, got {level_values.tolist()}")
+    level_values = _finite_levels(levels)
     index = model.protein_index(protein)
     check_resolution(resolution, max_bytes)
     result = []
     for t in times:
-        grid = sdf_grid(model, t, resolution, index, max_bytes=max_bytes)
+        if narrow_band:
+            grid, _ = narrow_band_sdf_grid(model, t, level_values, resolution, index, max_bytes=max_bytes)
+        else:
+            grid = sdf_grid(model, t, resolution, index, max_bytes=max_bytes)
         row = []
         for level in level_values:
             vertices, faces = mesh_from_grid(grid, model, float(level))
@@ -168,6 +198,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
 
 
 def extract_surface(model: TrainedModel, t: float = 0.5, level: float = 0.0, resolution: int = 128,
-                    protein: int | str = 0, with_speed: bool = False, max_bytes: int | None = None) -> Mesh:
+                    protein: int | str = 0, with_speed: bool = False, max_bytes: int | None = None,
+                    narrow_band: bool = True) -> Mesh:
     """The level set at one time; see :func:`extract_surfaces`."""
-    return extract_surfaces(model, [t], [level], resolution, protein, with_speed, max_bytes)[0][0]
+    return extract_surfaces(model, [t], [level], resolution, protein, with_speed, max_bytes, narrow_band)[0][0]

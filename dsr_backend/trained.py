@@ -83,11 +83,15 @@ class TrainedModel:
         (t_value,) = check_finite_t(t)
         unit = torch.as_tensor(self.normalization.to_unit(points), dtype=torch.float32, device=self.device)
         model_t = float(self.time_map.fraction_to_model(t_value))
-        index = self.protein_index(protein)
+        values = self.unit_sdf(unit, model_t, self.protein_index(protein), chunk)
+        return values.cpu().numpy().astype(np.float64) * self.normalization.scale
+
+    def unit_sdf(self, unit_points: torch.Tensor, model_t: float, protein: int, chunk: int = 65536) -> torch.Tensor:
+        """The network's output (unit-cube frame) at (P, 3) unit-cube points, model time and protein index."""
         values = []
         with torch.no_grad():
-            for block in torch.split(unit, chunk):
+            for block in torch.split(unit_points, chunk):
                 times = torch.full((len(block),), model_t, device=self.device)
-                proteins = torch.full((len(block),), index, dtype=torch.long, device=self.device)
+                proteins = torch.full((len(block),), protein, dtype=torch.long, device=self.device)
                 values.append(self.network(block, times, proteins))
-        return torch.cat(values).cpu().numpy().astype(np.float64) * self.normalization.scale
+        return torch.cat(values) if values else unit_points.new_zeros(0)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from dsr_backend import InvalidInputError, ResourceLimitError, extract_surface, extract_surfaces, sdf_grid
+from dsr_backend.query import mesh_from_grid, narrow_band_sdf_grid
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,24 @@ def test_bad_queries_rejected(model):
         extract_surfaces(model, 0.5, levels=[float("nan")])
     with pytest.raises(InvalidInputError, match="unknown protein 'lysozyme'"):
         extract_surface(model, protein="lysozyme")
+
+
+@pytest.mark.parametrize("resolution, levels", [(65, [0.0]), (80, [-1.5, 0.0, 2.0])])
+def test_narrow_band_gives_the_dense_mesh_with_fewer_evaluations(model, resolution, levels):
+    dense = sdf_grid(model, 0.3, resolution)
+    banded, evaluations = narrow_band_sdf_grid(model, 0.3, levels, resolution)
+    assert evaluations < 0.5 * resolution ** 3
+    assert np.array_equal(np.sign(banded), np.sign(dense))
+    for level in levels:
+        dense_vertices, dense_faces = mesh_from_grid(dense, model, level)
+        band_vertices, band_faces = mesh_from_grid(banded, model, level)
+        assert len(dense_faces) > 500
+        assert np.array_equal(band_faces, dense_faces)
+        assert np.abs(band_vertices - dense_vertices).max() < 1e-2  # Å: float noise of batched evaluation
+
+
+def test_narrow_band_is_the_default_and_can_be_turned_off(model):
+    banded = extract_surface(model, t=0.7, resolution=40)
+    dense = extract_surface(model, t=0.7, resolution=40, narrow_band=False)
+    assert np.array_equal(banded.faces, dense.faces)
+    assert np.abs(banded.vertices - dense.vertices).max() < 1e-2
