@@ -112,11 +112,14 @@ class Engine:
         return dict(python=sys.executable, version=__version__, torch=torch.__version__,
                     cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS))
 
-    def submit_train(self, settings: dict, arrays: dict[str, np.ndarray]) -> str:
+    def submit_train(self, settings: dict, arrays: dict[str, np.ndarray], job_dir: str = "") -> str:
         """Start training in a daemon thread and return the job id.
 
-        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``device`` ("" or "auto": CUDA when
-        available), ``protein_names``, ``metadata``. ``arrays``: see the module docstring.
+        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``checkpoint_every`` (0: the
+        preset's), ``device`` ("" or "auto": CUDA when available), ``protein_names``, ``metadata``.
+        ``arrays``: see the module docstring. ``job_dir``: a folder of the caller's for the job's
+        ``series.npz`` and ``checkpoint.pt``, kept on cancel; when they exist the job reuses the series and
+        resumes the checkpoint. Default: files of the engine's own, deleted on cancel.
         """
         name = str(settings.get("name") or "")
         if not name:
@@ -128,7 +131,7 @@ class Engine:
                 raise InvalidInputError(f"model '{name}' is already training; cancel that job first")
             job = _Job(id=uuid.uuid4().hex[:12], name=name)
             self._jobs[job.id] = job
-        threading.Thread(target=self._run, args=(job, dict(settings), dict(arrays)), daemon=True,
+        threading.Thread(target=self._run, args=(job, dict(settings), dict(arrays), job_dir), daemon=True,
                          name=f"dsr-train-{name}").start()
         return job.id
 
@@ -166,12 +169,18 @@ class Engine:
         job.reported = now
         self._on_update(job.snapshot())
 
-    def _run(self, job: _Job, settings: dict, arrays: dict[str, np.ndarray]) -> None:
+    def _run(self, job: _Job, settings: dict, arrays: dict[str, np.ndarray], job_dir: str) -> None:
         try:
             device = resolve_device(settings.get("device") or None)
-            series = self._series(job, settings, arrays, device)
+            series_file = os.path.join(job_dir, "series.npz") if job_dir else ""
+            if series_file and os.path.isfile(series_file):
+                series = SurfaceSeries.load(series_file)
+            else:
+                series = self._series(job, settings, arrays, device)
+                if series is not None and series_file:
+                    series.save(series_file)
             if series is not None and not job.cancel.is_set():
-                self._train(job, settings, series, device)
+                self._train(job, settings, series, device, job_dir)
             if job.cancel.is_set() and job.state == "running":
                 job.state = "cancelled"
         except DSRError as error:
@@ -206,21 +215,26 @@ class Engine:
         names = settings.get("protein_names") or ["protein"]
         return SurfaceSeries(points, normals, times, proteins=arrays.get("proteins"), protein_names=names)
 
-    def _train(self, job: _Job, settings: dict, series: SurfaceSeries, device) -> None:
-        overrides = {"steps": int(settings["steps"])} if int(settings.get("steps") or 0) > 0 else {}
-        config = preset(str(settings.get("preset") or "small"), num_proteins=series.num_proteins, **overrides)
-        trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
-        job.phase, job.step, job.total = "training", 0, trainer.total_steps
+    def _train(self, job: _Job, settings: dict, series: SurfaceSeries, device, job_dir: str) -> None:
+        path = os.path.join(job_dir or self._workdir, "checkpoint.pt" if job_dir else f"{job.id}.pt")
+        if os.path.isfile(path):
+            trainer = Trainer.resume(path, series, device)
+        else:
+            overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every")
+                         if int(settings.get(key) or 0) > 0}
+            config = preset(str(settings.get("preset") or "small"), num_proteins=series.num_proteins, **overrides)
+            trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
+        job.phase, job.step, job.total = "training", trainer.step, trainer.total_steps
         self._update(job, force=True)
 
         def progress(step: int, total: int, record: dict) -> None:
             job.step, job.total, job.loss = step, total, float(record["loss"])
             self._update(job)
 
-        path = os.path.join(self._workdir, f"{job.id}.pt")
         result = trainer.run(checkpoint=path, progress=progress, cancel=job.cancel)
         if result.cancelled:
-            os.unlink(path)
+            if not job_dir:
+                os.unlink(path)
             return
         with self._lock:
             self._models[job.name] = _Stored(result.model, path, result.final_loss)
