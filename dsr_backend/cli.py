@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DSRError, InvalidInputError
+from .evaluate_command import add_evaluate_parser
 
 logger = logging.getLogger("dsr_backend")
 
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="describe a checkpoint")
     p.add_argument("model", help="checkpoint .pt")
     p.set_defaults(func=cmd_info)
+
+    add_evaluate_parser(commands)
 
     p = commands.add_parser("demo", help="end to end on adenylate kinase (MDAnalysisTests) with a small CPU model")
     p.add_argument("-o", "--output", default="demo_out", help="folder for the results (default demo_out)")

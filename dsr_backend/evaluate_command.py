@@ -1,0 +1,107 @@
+"""``dsr evaluate``: a model against reference frames (a series, or a trajectory's surfaces) by the paper's
+protocols and metrics, with baselines; tables on stdout, reports and plots in a folder."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .trajectory import parse_frame_slice
+
+
+def frame_indices(spec: str, count: int, what: str = "frames") -> list[int]:
+    """Indices of ``count`` frames chosen by a slice such as ``0:80:2``; reaching outside them is an error."""
+    chosen = parse_frame_slice(spec)
+    start = chosen.start if chosen.start is not None else 0
+    if chosen.stop is not None and chosen.stop > count or not -count <= start < count:
+        raise InvalidInputError(f"{what} {spec!r} reach outside the reference: it has {count} frames (0..{count - 1})")
+    indices = np.arange(count)[chosen].tolist()
+    if not indices:
+        raise InvalidInputError(f"{what} {spec!r} select no frames of the {count} in the reference")
+    return indices
+
+
+def load_reference(paths: list[str], select: str, probe: float, spacing: float | None,
+                   no_hydrogens: bool) -> "ReferenceFrames":
+    """A series ``.npz``, or a topology (and trajectories) whose frames get solvent-excluded surfaces."""
+    from .evaluate import ReferenceFrames
+    from .series import SurfaceSeries
+
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        return ReferenceFrames.from_series(SurfaceSeries.load(paths[0]))
+    from .trajectory import read_atom_frames
+
+    atoms = read_atom_frames(paths[0], paths[1:], select=select, frames=":", include_hydrogens=not no_hydrogens)
+    grid = {} if spacing is None else {"spacing": spacing}
+    return ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float), probe, **grid)
+
+
+def training_times(model, reference: "ReferenceFrames", spec: str | None) -> list[float]:
+    """The times the model was trained on: ``--train-frames`` of the reference, else the series the
+    checkpoint names."""
+    from .series import SurfaceSeries
+
+    if spec:
+        return [float(reference.times[i]) for i in frame_indices(spec, len(reference), "--train-frames")]
+    series = model.metadata.get("series")
+    if not series or not os.path.isfile(series):
+        raise InvalidInputError("cannot tell which frames the model was trained on (its checkpoint names no "
+                                "readable series); give them with --train-frames, e.g. --train-frames 0:80:2")
+    return SurfaceSeries.load(series).times.tolist()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .evaluate import evaluate
+    from .report import markdown_table, write_reports
+    from .trained import TrainedModel
+
+    model = TrainedModel.load(args.model, device=args.device)
+    reference = load_reference(args.reference, args.select, args.probe, args.spacing, args.no_hydrogens)
+    frames = frame_indices(args.frames, len(reference))
+    train = training_times(model, reference, args.train_frames)
+    bar = tqdm(total=len(frames), desc="evaluate", unit="frame", disable=args.quiet)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(label)
+
+    try:
+        grid = {key: value for key, value in (("resolution", args.resolution), ("samples", args.samples))
+                if value is not None}
+        result = evaluate(model, reference, frames, train, args.protein, baselines=not args.no_baselines,
+                          progress=progress, **grid)
+    finally:
+        bar.close()
+    print(markdown_table(result))
+    if args.output:
+        paths = write_reports(result, args.output, plots=not args.no_plots)
+        print(f"wrote {', '.join(os.path.basename(p) for p in paths)} to {args.output}")
+
+
+def add_evaluate_parser(commands) -> None:
+    """The ``evaluate`` subcommand of ``dsr``."""
+    p = commands.add_parser("evaluate", help="score a model against reference surfaces (IoU, Chamfer, NC) "
+                                             "by the paper's protocols, with baselines")
+    p.add_argument("model", help="checkpoint .pt")
+    p.add_argument("--reference", nargs="+", required=True,
+                   help="a series .npz, or TOPOLOGY [TRAJECTORY ...] whose frames get solvent-excluded surfaces")
+    p.add_argument("--frames", default=":", help="reference frames to score, START:STOP:STEP (default: all)")
+    p.add_argument("--train-frames", help="reference frames the model was trained on (default: the times of "
+                                          "the series named in the checkpoint)")
+    p.add_argument("--select", default="protein", help="MDAnalysis selection for a trajectory (default protein)")
+    p.add_argument("--probe", type=float, default=1.4, help="SES probe radius in Å (default 1.4)")
+    p.add_argument("--spacing", type=float, help="SES grid spacing in Å (default: the library's, 0.45)")
+    p.add_argument("--no-hydrogens", action="store_true", help="leave hydrogens out of the reference surface")
+    p.add_argument("--protein", default="0", help="protein name or index (default 0)")
+    p.add_argument("--resolution", type=int, help="IoU grid nodes per axis (default 128, the paper's)")
+    p.add_argument("--samples", type=int, help="Chamfer samples per surface (default 300000, the paper's)")
+    p.add_argument("--no-baselines", action="store_true", help="score the model only")
+    p.add_argument("--no-plots", action="store_true", help="write tables only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-o", "--output", help="folder for summary.md/.csv, frames.csv, results.json and plots")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
