@@ -7,12 +7,18 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import DSRError, InvalidInputError
 from .evaluate_command import add_evaluate_parser
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import TrainConfig
+    from .train import Trainer
 
 logger = logging.getLogger("dsr_backend")
 
@@ -88,29 +94,89 @@ def cmd_series(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- dsr train
-def cmd_train(args: argparse.Namespace) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Add the options of ``dsr train`` (shared with ``python -m dsr_backend.distributed``); return them."""
+    return [
+        parser.add_argument("series", help="series .npz written by 'dsr surfaces'"),
+        parser.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)"),
+        parser.add_argument("--preset", default="paper", help="paper (8x512, GPU), small (CPU), tiny (tests)"),
+        parser.add_argument("--config", help="a TrainConfig as JSON (the 'config' of a checkpoint) instead of "
+                                             "--preset; the options below still override it"),
+        parser.add_argument("--steps", type=int, help="number of optimiser steps (default: the preset's epochs)"),
+        parser.add_argument("--batch-size", type=int, help="surface points per step (over all processes)"),
+        parser.add_argument("--frames-per-step", type=int, help="frames per step (0: all)"),
+        parser.add_argument("--lr", type=float, help="learning rate"),
+        parser.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the network"),
+        parser.add_argument("--seed", type=int),
+        parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints"),
+        parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)"),
+        parser.add_argument("--resume", help="continue the run saved in this checkpoint"),
+        parser.add_argument("-q", "--quiet", action="store_true"),
+    ]
+
+
+def train_argv(args: argparse.Namespace) -> list[str]:
+    """The ``dsr train`` options held in ``args`` as a command line again (defaults left out)."""
+    argv: list[str] = []
+    for action in add_train_arguments(argparse.ArgumentParser()):
+        value = getattr(args, action.dest)
+        if not action.option_strings:
+            argv.append(str(value))
+        elif action.nargs == 0:
+            argv += [action.option_strings[-1]] if value else []
+        elif value is not None and value != action.default:
+            argv += [action.option_strings[-1], str(value)]
+    return argv
+
+
+def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
+    """The configuration named by ``--preset`` or ``--config`` with the other options applied."""
+    import dataclasses
+    import json
+
+    from .config import TrainConfig, preset
+
+    overrides = {key: value for key, value in (
+        ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+        ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
+        ("frames_per_step", args.frames_per_step)) if value is not None}
+    if not args.config:
+        return preset(args.preset, num_proteins=num_proteins, **overrides)
+    try:
+        with open(args.config, encoding="utf-8") as handle:
+            config = TrainConfig.from_dict(json.load(handle))
+    except (OSError, ValueError, TypeError) as error:
+        raise InvalidInputError(f"cannot read the configuration {args.config}: {error}") from None
+    return dataclasses.replace(config, **overrides)
+
+
+def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None = None,
+                 device: str | torch.device | None = None,
+                 main_process: bool = True) -> None:
+    """Train as ``dsr train`` does with ``trainer_class`` (default :class:`Trainer`) on ``device``.
+
+    Only the ``main_process`` shows progress and prints; every process saves through its trainer.
+    """
     from tqdm import tqdm
 
-    from .config import preset
     from .series import SurfaceSeries
     from .train import Trainer
 
+    trainer_class = trainer_class or Trainer
+    device = device or args.device
     series = SurfaceSeries.load(args.series)
     if args.resume:
-        trainer = Trainer.resume(args.resume, series, device=args.device, steps=args.steps or 0)
+        trainer = trainer_class.resume(args.resume, series, device=device, steps=args.steps or 0)
     else:
-        overrides = {key: value for key, value in (
-            ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
-            ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
-            ("frames_per_step", args.frames_per_step)) if value is not None}
-        config = preset(args.preset, num_proteins=series.num_proteins, **overrides)
         metadata = {"series": os.path.abspath(args.series), "frames": series.num_frames}
-        trainer = Trainer(series, config, device=args.device, metadata=metadata)
+        trainer = trainer_class(series, train_config(args, series.num_proteins), device=device, metadata=metadata)
+    say = print if main_process else (lambda *_: None)
     if series.time_map.is_static:
-        print("one frame only: the model is static (the same surface at every t)")
+        say("one frame only: the model is static (the same surface at every t)")
     cancel = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step", disable=args.quiet)
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step",
+               disable=args.quiet or not main_process)
 
     def progress(step: int, total: int, record: dict) -> None:
         bar.update(1)
@@ -123,11 +189,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
     if result.cancelled:
-        print(f"cancelled at step {result.steps_done}/{result.total_steps}; saved {args.output} "
-              f"(continue with: dsr train {args.series} -o {args.output} --resume {args.output})")
+        say(f"cancelled at step {result.steps_done}/{result.total_steps}; saved {args.output} "
+            f"(continue with: dsr train {args.series} -o {args.output} --resume {args.output})")
         raise SystemExit(130)
-    print(f"wrote {args.output}: {result.steps_done} steps on {trainer.device} in {result.seconds:.1f} s, "
-          f"final loss {result.final_loss:.4g}")
+    say(f"wrote {args.output}: {result.steps_done} steps on {trainer.device} in {result.seconds:.1f} s, "
+        f"final loss {result.final_loss:.4g}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.nproc > 1:
+        from .distributed import launch
+
+        raise SystemExit(launch(args.nproc, train_argv(args)))
+    run_training(args)
 
 
 # ---------------------------------------------------------------------- dsr surface
@@ -226,19 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_series)
 
     p = commands.add_parser("train", help="train a DSR model on a surface series")
-    p.add_argument("series", help="series .npz written by 'dsr surfaces'")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
-    p.add_argument("--preset", default="paper", help="paper (8x512, GPU), small (CPU), tiny (tests)")
-    p.add_argument("--steps", type=int, help="number of optimiser steps (default: the preset's epochs)")
-    p.add_argument("--batch-size", type=int, help="surface points per step")
-    p.add_argument("--frames-per-step", type=int, help="frames per step (0: all)")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the network")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
-    p.add_argument("--resume", help="continue the run saved in this checkpoint")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_train_arguments(p)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes (one per GPU) to train with under torchrun, DistributedDataParallel")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("surface", help="extract the learned surface at time t")

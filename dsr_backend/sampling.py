@@ -78,8 +78,13 @@ class SeriesSampler:
         self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
         self.frame_protein = torch.as_tensor(series.proteins, device=self.device)
 
-    def sample(self, generator: torch.Generator) -> Batch:
-        """Draw one batch using ``generator`` (on the sampler's device) for all randomness."""
+    def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
+        """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
+
+        ``part=(index, count)`` keeps the ``index``-th of ``count`` contiguous slices of the surface points
+        and of the uniform points. Every part makes the random draws of the whole batch, so with the same
+        generator state the parts of ``count`` processes together are exactly the batch of ``part=(0, 1)``.
+        """
         device, count = self.device, self.batch_size
         num_frames = len(self.sizes)
         if self.frames_per_step < num_frames:
@@ -87,13 +92,25 @@ class SeriesSampler:
         else:
             chosen = torch.arange(num_frames, device=device)
         frame = chosen[torch.randint(len(chosen), (count,), generator=generator, device=device)]
-        within = (torch.rand(count, generator=generator, device=device) * self.sizes[frame]).long()
-        index = self.offsets[frame] + torch.minimum(within, self.sizes[frame] - 1)
-        x, t, protein = self.points[index], self.frame_t[frame], self.frame_protein[frame]
-        noise = torch.randn(count, 3, generator=generator, device=device) * self.sigmas[index, None]
+        within = torch.rand(count, generator=generator, device=device)
+        noise = torch.randn(count, 3, generator=generator, device=device)
         donors = torch.randint(count, (self.num_global,), generator=generator, device=device)
         uniform = torch.rand(self.num_global, 3, generator=generator, device=device) * 2.0 - 1.0
+        mine, mine_global = part_slice(count, *part), part_slice(self.num_global, *part)
+        own = frame[mine]
+        within = (within[mine] * self.sizes[own]).long()
+        index = self.offsets[own] + torch.minimum(within, self.sizes[own] - 1)
+        x, t, protein = self.points[index], self.frame_t[own], self.frame_protein[own]
+        donor_frame = frame[donors[mine_global]]
         return Batch(
             surface_x=x, surface_n=self.normals[index], surface_t=t, surface_protein=protein,
-            space_x=torch.cat([x + noise, uniform]), space_t=torch.cat([t, t[donors]]),
-            space_protein=torch.cat([protein, protein[donors]]))
+            space_x=torch.cat([x + noise[mine] * self.sigmas[index, None], uniform[mine_global]]),
+            space_t=torch.cat([t, self.frame_t[donor_frame]]),
+            space_protein=torch.cat([protein, self.frame_protein[donor_frame]]))
+
+
+def part_slice(length: int, index: int, count: int) -> slice:
+    """The ``index``-th of ``count`` contiguous, nearly equal slices of ``range(length)``."""
+    if not 0 <= index < count:
+        raise ValueError(f"part index must lie in 0..{count - 1}, got {index}")
+    return slice(index * length // count, (index + 1) * length // count)

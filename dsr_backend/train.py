@@ -112,22 +112,31 @@ class Trainer:
         return trainer
 
     # ------------------------------------------------------------------ training
+    def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
+        batch = self.sampler.sample(self.generator)
+        loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
+                               self.config.latent_weight, dtype=self.compute_dtype)
+        return loss, {"loss": loss.detach(), **terms}
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the network's matrix products (``config.precision``)."""
+        return torch.bfloat16 if self.config.precision == "bf16" else torch.float32
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step; raises :class:`TrainingDivergedError` on a non-finite loss."""
-        batch = self.sampler.sample(self.generator)
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
-        loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
-                               self.config.latent_weight, dtype=dtype)
-        if not torch.isfinite(loss):
+        loss, reported = self.batch_loss()
+        if not torch.isfinite(reported["loss"]):
             raise TrainingDivergedError(
-                f"the loss became {loss.item()} at step {self.step + 1}; the model was not saved. "
+                f"the loss became {reported['loss'].item()} at step {self.step + 1}; the model was not saved. "
                 "Try a lower learning rate (--lr) or check the input surfaces.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        record = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        record = {"step": self.step, **{k: v.item() for k, v in reported.items()}}
         if self.step % HISTORY_EVERY == 0 or self.step == self.total_steps:
             self.history.append(record)
         self.last_record = record
@@ -177,3 +186,9 @@ def train(series: SurfaceSeries, config: TrainConfig, checkpoint: str | os.PathL
     metadata : JSON-like facts stored in the checkpoint (object name, states, surface settings).
     """
     return Trainer(series, config, device, metadata).run(checkpoint, progress, cancel)
+
+
+if __name__ == "__main__":  # ``torchrun --nproc-per-node N -m dsr_backend.train ...``
+    from .distributed import main
+
+    raise SystemExit(main())
