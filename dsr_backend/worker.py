@@ -300,6 +300,21 @@ class Engine:
         spacing = 2.0 * trained.normalization.scale / (len(grid) - 1)
         return dict(grid=grid, origin=[float(v) for v in origin], spacing=float(spacing))
 
+    def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
+                 resolution: int = 128, samples: int = 300_000, baselines: bool = True,
+                 frames: list[int] | None = None) -> dict:
+        """Score a model against reference atoms (``times`` (K,), ``coords`` (K, N, 3) Å, ``radii`` (N,)) by the
+        paper's protocols (:mod:`dsr_backend.evaluate`) on ``frames`` (indices; default all; the baselines
+        need the training frames among the atoms): ``summary``, ``frames``, and ``table`` in markdown."""
+        from .evaluate import ReferenceFrames, evaluate
+        from .report import markdown_table
+
+        reference = ReferenceFrames.from_atoms(arrays["coords"], arrays["radii"], arrays["times"])
+        chosen = range(len(reference)) if frames is None else [int(i) for i in frames]
+        result = evaluate(self._stored(model).model, reference, chosen, train_times, protein,
+                          bool(baselines), resolution=int(resolution), samples=int(samples))
+        return dict(result.to_dict(), table=markdown_table(result))
+
     def close(self) -> None:
         """Cancel running jobs and delete this session's files."""
         with self._lock:
@@ -313,7 +328,7 @@ class Engine:
 
 # ---------------------------------------------------------------------- the subprocess transport
 OPERATIONS = ("describe", "submit_train", "job", "jobs", "cancel", "wait", "models", "model_info",
-              "save_model", "load_model", "surfaces", "sdf_grid")
+              "save_model", "load_model", "surfaces", "sdf_grid", "evaluate")
 
 
 def _pack(value: Any, arrays: dict[str, np.ndarray]) -> Any:

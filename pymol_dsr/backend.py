@@ -55,6 +55,9 @@ class Backend(Protocol):
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
                  protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]: ...
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict: ...
+    def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
+                 resolution: int = 128, samples: int = 300_000, baselines: bool = True,
+                 frames: list[int] | None = None) -> dict: ...
     def close(self) -> None: ...
 
 
@@ -229,6 +232,12 @@ class SubprocessBackend:
 
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:
         return self._call("sdf_grid", model=model, t=t, resolution=resolution, protein=protein)
+
+    def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
+                 resolution: int = 128, samples: int = 300_000, baselines: bool = True,
+                 frames: list[int] | None = None) -> dict:
+        return self._call("evaluate", arrays=arrays, model=model, train_times=list(train_times), protein=protein,
+                          resolution=resolution, samples=samples, baselines=baselines, frames=frames)
 
     def close(self) -> None:
         """End the worker (it cancels its jobs and deletes its files)."""

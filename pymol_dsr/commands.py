@@ -7,6 +7,7 @@ from pymol import CmdException, cmd
 from pymol.shortcut import Shortcut
 
 from .atoms import extract_atoms
+from .evaluation import dsr_evaluate
 from .parsing import parse_int, parse_values
 from .session import BACKEND_KINDS, session_for
 from .surfaces import DEFAULT_RESOLUTION, TimePoints, default_name, protein_of, show_surface
@@ -411,7 +412,8 @@ ARGUMENTS
     return dict(kind=session.kind, label=backend.label, backend=info)
 
 
-COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_backend)
+COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_backend,
+            dsr_evaluate)
 
 
 def _model_names() -> Shortcut:
@@ -426,6 +428,6 @@ def register(_self=cmd) -> None:
         _self.extend(function.__name__, function)
     models = [_model_names, "DSR model", ", "]
     _self.auto_arg[0].update(dsr_train=[_self.selection_sc, "selection", ", "], dsr_save=models,
-                             dsr_wait=models, dsr_cancel=models, dsr_status=models,
+                             dsr_wait=models, dsr_cancel=models, dsr_status=models, dsr_evaluate=models,
                              dsr_backend=[lambda: Shortcut(BACKEND_KINDS), "backend", ", "])
     _self.auto_arg[2].update(dsr_surface=models)
