@@ -7,7 +7,7 @@ setup(
     description="Dynamical Surface Representation (DSR) of protein MD trajectories: torch engine and PyMOL plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=["dsr_backend", "pymol_dsr"],
+    packages=["dsr_backend", "dsr_backend.server", "pymol_dsr"],
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.22",
@@ -23,7 +23,7 @@ setup(
         "server": ["fastapi>=0.100", "uvicorn>=0.22"],
         "pymol": ["pymol-open-source>=3.1.0a0", "PyQt5>=5.15"],
         "test": ["pytest>=7", "MDAnalysis>=2.4", "MDAnalysisTests>=2.4", "matplotlib>=3.5",
-                 "pymol-open-source>=3.1.0a0", "PyQt5>=5.15"],
+                 "pymol-open-source>=3.1.0a0", "PyQt5>=5.15", "fastapi>=0.100", "uvicorn>=0.22"],
     },
     entry_points={"console_scripts": ["dsr = dsr_backend.cli:main"]},
 )

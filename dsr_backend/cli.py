@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import DSRError, InvalidInputError
 from .evaluate_command import add_evaluate_parser
+from .server.serve import add_serve_arguments, cmd_serve
 
 if TYPE_CHECKING:
     import torch
@@ -329,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("serve", help="HTTP service for remote PyMOL clients (FastAPI + uvicorn)")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,163 @@
+"""Validation of what clients upload: training data as a flat ``.npz`` and its settings.
+
+Nothing is unpickled: arrays are read with ``np.load(allow_pickle=False)`` after the archive's declared
+sizes are checked (so a small compressed file cannot expand past the cap). Each failure is an
+:class:`~dsr_backend.errors.InvalidInputError` whose message says what was wrong.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from ..config import PRESETS
+from ..errors import InvalidInputError
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+SETTINGS = ("name", "preset", "steps", "device", "protein_names", "metadata")
+MAX_SETTINGS_CHARS = 256 * 1024
+MAX_STEPS = 10_000_000
+MAX_ARCHIVE_MEMBERS = 16
+ATOMS, SURFACES = ("coords", "radii"), ("points", "normals")
+ARRAYS = ("settings", "times", "proteins", "sizes") + ATOMS + SURFACES
+
+
+def check_name(name: Any, what: str = "model name") -> str:
+    """A model name: 1-64 letters, digits, ``_ . + -``, not starting with a punctuation mark."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InvalidInputError(f"{what} {name!r} must be 1-64 letters, digits or _ . + - (starting with a "
+                                "letter, digit or _)")
+    return name
+
+
+def read_npz(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive whose members add up to at most ``max_bytes`` uncompressed."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile:
+        raise InvalidInputError("the upload is not an .npz file (numpy.savez)") from None
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise InvalidInputError(f"the .npz holds {len(members)} arrays; at most {MAX_ARCHIVE_MEMBERS} are read")
+    expanded = sum(member.file_size for member in members)
+    if expanded > max_bytes:
+        raise InvalidInputError(f"the .npz expands to {expanded} bytes; the limit is {max_bytes}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise InvalidInputError("the .npz holds object arrays (pickles), which are refused") from None
+        raise InvalidInputError(f"cannot read the .npz: {error}") from None
+    except Exception as error:  # zlib, zip and header errors all mean a broken upload
+        raise InvalidInputError(f"cannot read the .npz: {type(error).__name__}: {error}") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # numpy hands members without the .npy header over as bytes
+            raise InvalidInputError(f"cannot read the .npz: '{key}' is not a .npy array")
+    return arrays
+
+
+def training_upload(data: bytes, max_bytes: int, max_frames: int = 10_000) -> tuple[dict, dict[str, np.ndarray]]:
+    """Settings and training arrays of a job upload (see :mod:`dsr_backend.worker` for the arrays).
+
+    The archive holds ``settings`` (a JSON object as a string array), ``times``, ``sizes``, optionally
+    ``proteins``, and either ``coords`` + ``radii`` (atoms) or ``points`` + ``normals`` (surfaces).
+    """
+    arrays = read_npz(data, max_bytes)
+    unknown = sorted(set(arrays) - set(ARRAYS))
+    if unknown:
+        raise InvalidInputError(f"unknown array(s) {', '.join(map(repr, unknown))}; expected {', '.join(ARRAYS)}")
+    for key in ("settings", "times", "sizes"):
+        if key not in arrays:
+            raise InvalidInputError(f"the upload has no '{key}' array")
+    settings = check_settings(arrays.pop("settings"))
+    times = _numeric(arrays, "times", 1, "iuf").astype(np.float64)
+    frames = len(times)
+    if not 1 <= frames <= max_frames:
+        raise InvalidInputError(f"'times' has {frames} frames; between 1 and {max_frames} are accepted")
+    sizes = _numeric(arrays, "sizes", 1, "iu").astype(np.int64)
+    _length(sizes, "sizes", frames)
+    if np.any(sizes < 1):
+        raise InvalidInputError(f"'sizes' must be at least 1 (frame {int(np.argmin(sizes))} is empty)")
+    checked = dict(times=times, sizes=sizes)
+    names = settings.setdefault("protein_names", ["protein"])
+    proteins = _numeric(arrays, "proteins", 1, "iu") if "proteins" in arrays else np.zeros(frames, np.int64)
+    _length(proteins, "proteins", frames)
+    if proteins.min() < 0 or proteins.max() >= len(names):
+        raise InvalidInputError(f"'proteins' must lie in [0, {len(names) - 1}] (one per protein name)")
+    checked["proteins"] = proteins.astype(np.int64)
+    kind = [group for group in (ATOMS, SURFACES) if any(key in arrays for key in group)]
+    if len(kind) != 1:
+        raise InvalidInputError("send either atoms ('coords' + 'radii') or surfaces ('points' + 'normals')")
+    first, second = kind[0]
+    rows = int(sizes.sum())
+    for key in kind[0]:
+        if key not in arrays:
+            raise InvalidInputError(f"'{first}' and '{second}' go together; '{key}' is missing")
+        values = _numeric(arrays, key, 1 if key == "radii" else 2, "f")
+        if len(values) != rows or (values.ndim == 2 and values.shape[1] != 3):
+            shape = f"({rows},)" if key == "radii" else f"({rows}, 3)"
+            raise InvalidInputError(f"'{key}' has shape {values.shape}; the frame sizes need {shape}")
+        checked[key] = values.astype(np.float32)
+    if "radii" in checked and np.any(checked["radii"] <= 0):
+        raise InvalidInputError("'radii' must be positive")
+    if "normals" in checked and np.any(np.linalg.norm(checked["normals"], axis=1) < 1e-12):
+        raise InvalidInputError("'normals' has vectors of zero length")
+    return settings, checked
+
+
+def _numeric(arrays: dict[str, np.ndarray], key: str, ndim: int, kinds: str) -> np.ndarray:
+    values = arrays[key]
+    expected = {"iu": "integers", "iuf": "numbers", "f": "floating-point numbers"}[kinds]
+    if values.dtype.kind not in kinds or values.dtype.itemsize > 8:
+        raise InvalidInputError(f"'{key}' has dtype {values.dtype}; expected {expected}")
+    if values.ndim != ndim:
+        raise InvalidInputError(f"'{key}' has {values.ndim} dimensions; expected {ndim}")
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        if bad.any():
+            raise InvalidInputError(f"'{key}' has {int(bad.sum())} rows with NaN or infinite values "
+                                    f"(first: row {int(np.argmax(bad))})")
+    return values
+
+
+def _length(values: np.ndarray, key: str, frames: int) -> None:
+    if len(values) != frames:
+        raise InvalidInputError(f"'{key}' has {len(values)} entries for {frames} frames")
+
+
+def check_settings(raw: np.ndarray) -> dict[str, Any]:
+    """The job settings stored as a JSON object in a 0-d string array."""
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise InvalidInputError("'settings' must be one JSON string (numpy.array(json.dumps(settings)))")
+    text = str(raw)
+    if len(text) > MAX_SETTINGS_CHARS:
+        raise InvalidInputError(f"'settings' has {len(text)} characters; at most {MAX_SETTINGS_CHARS}")
+    try:
+        settings = json.loads(text)
+    except ValueError as error:
+        raise InvalidInputError(f"'settings' is not valid JSON: {error}") from None
+    if not isinstance(settings, dict):
+        raise InvalidInputError("'settings' must be a JSON object")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    check_name(settings.get("name"))
+    preset = settings.setdefault("preset", "small")
+    if preset not in PRESETS:
+        raise InvalidInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    steps = settings.setdefault("steps", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
+    if not isinstance(settings.setdefault("device", ""), str):
+        raise InvalidInputError("'device' must be a string")
+    names = settings.get("protein_names", ["protein"])
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names):
+        raise InvalidInputError("'protein_names' must be a non-empty list of names of 1-64 characters")
+    if not isinstance(settings.setdefault("metadata", {}), dict):
+        raise InvalidInputError("'metadata' must be a JSON object")
+    return settings
