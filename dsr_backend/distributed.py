@@ -19,6 +19,7 @@ import datetime
 import logging
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -186,19 +187,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def launch(nproc: int, train_args: Sequence[str]) -> int:
     """Run ``torchrun --standalone --nproc-per-node nproc -m dsr_backend.distributed train_args``.
 
-    Ctrl-C reaches every process: they stop at the same step and rank 0 saves. Returns torchrun's exit
-    status (130 after Ctrl-C).
+    SIGINT (Ctrl-C) and SIGTERM are passed on to torchrun, which passes them to the processes; after
+    SIGINT they stop at the same step and rank 0 saves. Returns torchrun's exit status (130 after SIGINT).
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", ENTRY_MODULE, *train_args]
-    process = subprocess.Popen(command)
-    interrupted = False
-    while True:
-        try:
-            status = process.wait()
-            return 130 if interrupted else status
-        except KeyboardInterrupt:
-            interrupted = True
+    process = subprocess.Popen(command, start_new_session=True)  # signals reach it once, through us
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 130 if signal.SIGINT in received else status
 
 
 # ---------------------------------------------------------------------- spawned processes

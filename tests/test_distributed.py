@@ -4,6 +4,8 @@ Tolerance: the 2-process batch is exactly the single-process batch, so runs diff
 summation order (per-process means, DDP's gradient all-reduce); after 16-20 Adam steps weights agree
 to 1e-5 and losses to a relative 1e-5 (measured: about 1e-7).
 """
+import dataclasses
+import json
 import threading
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from dsr_backend import Trainer, TrainedModel, TrainingDivergedError, preset, train
 from dsr_backend.checkpoint import read_checkpoint
+from dsr_backend.cli import build_parser, train_argv
 from dsr_backend.cli import main as dsr_main
 from dsr_backend.distributed import main as distributed_main
 from dsr_backend.distributed import train_distributed
@@ -109,3 +112,23 @@ def test_distributed_entry_needs_torchrun(tmp_path, capsys, monkeypatch):
 def test_nproc_must_be_positive(sphere_series):
     with pytest.raises(ValueError, match="nproc must be at least 1"):
         train_distributed(sphere_series, preset("tiny", steps=1), nproc=0)
+
+
+def test_train_options_survive_the_trip_to_torchrun():
+    parser = build_parser()
+    argv = ["train", "s.npz", "-o", "m.pt", "--preset", "tiny", "--steps", "7", "--lr", "0.01", "-q", "--nproc", "2"]
+    args = parser.parse_args(argv)
+    again = parser.parse_args(["train", *train_argv(args), "--nproc", "2"])
+    assert vars(again) == vars(args)
+
+
+def test_dsr_train_reads_a_config_file(sphere_series, tmp_path):
+    series, config_path, path = tmp_path / "series.npz", tmp_path / "config.json", tmp_path / "m.pt"
+    sphere_series.save(series)
+    config = preset("tiny", steps=3, batch_size=999, lr=5e-3)
+    config_path.write_text(json.dumps(config.to_dict()))
+    assert dsr_main(["train", str(series), "-o", str(path), "--config", str(config_path), "--steps", "4",
+                     "--device", "cpu", "-q"]) == 0
+    assert read_checkpoint(path)["config"] == dataclasses.replace(config, steps=4).to_dict()
+    config_path.write_text("{not json")
+    assert dsr_main(["train", str(series), "-o", str(path), "--config", str(config_path), "-q"]) == 2
