@@ -91,14 +91,17 @@ class ReferenceFrames:
         return solvent_excluded_surface(coords, self.radii, probe=self.probe, spacing=self.spacing, mesh=True)
 
 
-def classify(times: Sequence[float], train_times: Sequence[float]) -> list[str]:
-    """The protocol of each frame time (see the module docstring)."""
+def classify(times: Sequence[float], train_times: Sequence[float],
+             all_times: Sequence[float] | None = None) -> list[str]:
+    """The protocol of each frame time (see the module docstring); future frames are counted among
+    ``all_times`` (every frame of the trajectory; default ``times``)."""
     train = np.unique(np.asarray(train_times, dtype=np.float64))
     if len(train) == 0:
         raise InvalidInputError("no training times: cannot tell reconstruction from held-out frames")
     stride = train[-1] - train[-2] if len(train) > 1 else 0.0
     window_end = train[-1] + stride
-    future = sorted(t for t in times if t >= window_end and not np.isclose(t, train).any())
+    future = sorted(t for t in (times if all_times is None else all_times)
+                    if t >= window_end and not np.isclose(t, train).any())
     labels = []
     for t in times:
         if np.isclose(t, train, rtol=0, atol=1e-6).any():
@@ -108,7 +111,7 @@ def classify(times: Sequence[float], train_times: Sequence[float]) -> list[str]:
         elif t < window_end:
             labels.append("interpolation")
         else:
-            rank = future.index(t)
+            rank = int(np.searchsorted(future, t))
             labels.append("future 1-10" if rank < 10 else "future 11-20" if rank < 20 else "future >20")
     return labels
 
@@ -280,7 +283,7 @@ class Evaluator:
             if not 0 <= index < len(self.reference):
                 raise InvalidInputError(f"frame index {index} is outside the reference (0..{len(self.reference) - 1})")
         times = [float(self.reference.times[i]) for i in frames]
-        protocols = classify(times, self.train_times)
+        protocols = classify(times, self.train_times, self.reference.times)
         scores = []
         for done, (index, time, protocol) in enumerate(sorted(zip(frames, times, protocols), key=lambda x: x[1])):
             truth = self.reference_shape(index)

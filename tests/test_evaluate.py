@@ -26,6 +26,8 @@ def test_dims_protocol_frames():
     assert classify([-1, 5, 6, 40], [0, 2, 4]) == ["past", "interpolation", "future 1-10", "future 1-10"]
     assert classify([100, 50, 6, 300], [0, 2, 4]) == ["future 1-10"] * 4  # counted in frames, not in time
     assert classify(list(range(6, 31)), [0, 2, 4]).count("future >20") == 5
+    subset = list(range(0, 98, 5))  # a subsample keeps the trajectory's frame counting
+    assert classify(subset, list(range(0, 80, 2)), list(range(98)))[-4:] == ["future 1-10"] * 2 + ["future 11-20"] * 2
 
 
 def test_neighbours_bracket_and_extrapolate():
