@@ -11,13 +11,16 @@ import threading
 import numpy as np
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dsr_backend import Trainer, TrainedModel, TrainingDivergedError, preset, train
 from dsr_backend.checkpoint import read_checkpoint
 from dsr_backend.cli import build_parser, train_argv
 from dsr_backend.cli import main as dsr_main
 from dsr_backend.distributed import main as distributed_main
-from dsr_backend.distributed import train_distributed
+from dsr_backend.distributed import free_port, train_distributed
+from dsr_backend.loss import igr_loss
+from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient
 from dsr_backend.sampling import SeriesSampler, part_slice
 
 WEIGHT_TOLERANCE = 1e-5
@@ -101,6 +104,41 @@ def test_diverging_run_raises_in_the_caller_and_keeps_the_last_good_checkpoint(s
                           nproc=2, device="cpu")
     state = read_checkpoint(path)
     assert all(torch.isfinite(v).all() for v in state["model_state"].values())
+
+
+class ReferenceLoss(torch.nn.Module):
+    """The loss through ``autograd.grad(create_graph=True)``: a double backward under DDP."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, batch):
+        return igr_loss(self.network, batch, gradient_fn=reference_sdf_and_gradient)[0]
+
+
+def double_backward_worker(rank, world_size, address, series, result_path):
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    network = SpaceTimeSDF(preset("tiny").model)
+    sampler = SeriesSampler(series, 1024)       # 512 + 64 points per process: the mean of means is exact
+    replica = DistributedDataParallel(ReferenceLoss(network))
+    replica(sampler.sample(torch.Generator().manual_seed(1), part=(rank, world_size))).backward()
+    if rank == 0:
+        single = SpaceTimeSDF(preset("tiny").model)
+        single.load_state_dict(network.state_dict())
+        ReferenceLoss(single)(sampler.sample(torch.Generator().manual_seed(1))).backward()
+        torch.save([(p.grad - q.grad).abs().max() / q.grad.abs().max()
+                    for p, q in zip(network.parameters(), single.parameters())], result_path)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_averages_gradients_of_a_double_backward_loss(sphere_series, tmp_path):
+    path = tmp_path / "differences.pt"
+    torch.multiprocessing.spawn(double_backward_worker, nprocs=2,
+                                args=(2, f"tcp://127.0.0.1:{free_port()}", sphere_series, str(path)))
+    assert max(torch.load(path)) < 1e-5
 
 
 def test_distributed_entry_needs_torchrun(tmp_path, capsys, monkeypatch):
