@@ -9,6 +9,7 @@ from pymol.shortcut import Shortcut
 from .atoms import extract_atoms
 from .evaluation import dsr_evaluate
 from .parsing import parse_int, parse_values
+from .remote import check_url, resolve_token
 from .session import BACKEND_KINDS, session_for
 from .surfaces import DEFAULT_RESOLUTION, TimePoints, default_name, protein_of, show_surface
 from .training import TrainTask, atom_arrays, progress_line, train_settings
@@ -234,7 +235,17 @@ ARGUMENTS
     for task in tasks:
         line = progress_line(task.status()) if task.running else task.outcome()
         _say(quiet, f" dsr_status: {_bar(task.fraction()) if task.running else ''}{line}")
-    return [task.status() for task in tasks]
+    others = _other_server_jobs(session, {task.job_id for task in tasks}) if not name else []
+    for job in others:
+        _say(quiet, f" dsr_status: on the server: {progress_line(job)}")
+    return [task.status() for task in tasks] + others
+
+
+def _other_server_jobs(session, known: set[str]) -> list[dict]:
+    """Queued and running jobs of a remote backend that this session did not submit."""
+    if session.kind != "remote" or not session.started:
+        return []
+    return [job for job in session.backend().jobs() if job["state"] in ("queued", "running") and job["id"] not in known]
 
 
 def _bar(fraction: float, width: int = 20) -> str:
@@ -377,7 +388,8 @@ ARGUMENTS
     return name
 
 
-def dsr_backend(kind: str = "", python: str = "", quiet: int = 1, *, _self=cmd) -> dict:
+def dsr_backend(kind: str = "", python: str = "", url: str = "", token: str = "", token_file: str = "",
+                quiet: int = 1, *, _self=cmd) -> dict:
     """
 DESCRIPTION
 
@@ -388,19 +400,36 @@ DESCRIPTION
     variable. thread: always in-process; subprocess: always the other Python. Setting a backend
     drops the models of the old one (save them first with dsr_save).
 
+    remote: a "dsr serve" service, e.g. on a GPU machine reached through an SSH tunnel; its jobs
+    and models stay on the server (dsr_status lists its running jobs). The token is the one in the
+    server's --token-file; prefer token_file= or the PYMOL_DSR_TOKEN environment variable to
+    token=, since PyMOL keeps typed commands in its history. The token is never shown.
+
 USAGE
 
     dsr_backend [ kind [, python ]]
 
+    dsr_backend url=http://host:8765 [, token_file=path | token=... ]
+
 ARGUMENTS
 
-    kind = embedded, thread or subprocess {default: show the current backend}
+    kind = embedded, thread, subprocess or remote {default: show the current backend; remote when
+    url is given}
 
     python = str: path of a Python with torch and dsr_backend (for subprocess)
+
+    url = str: address of the dsr serve service (remote), e.g. http://localhost:8765
+
+    token = str: the service's token {default: token_file, else $PYMOL_DSR_TOKEN}
+
+    token_file = str: file holding the service's token
     """
     session = session_for(_self)
-    kind = str(kind).strip().lower()
-    if kind:
+    kind = str(kind).strip().lower() or ("remote" if str(url).strip() else "")
+    if kind == "remote":
+        session.set_backend(kind, url=check_url(str(url)),
+                            token=resolve_token(str(token).strip(), str(token_file).strip()))
+    elif kind:
         session.set_backend(kind, str(python).strip())
     if not session.started and not kind:
         _say(quiet, f" dsr_backend: {session.kind} (not started yet; it starts with the first dsr_train or dsr_load)")

@@ -7,16 +7,18 @@ import threading
 from pymol import CmdException, cmd
 
 from .backend import Backend, embedded_backend
+from .remote import RemoteBackend
 from .training import TrainTask
 
-BACKEND_KINDS = ("embedded", "thread", "subprocess")
+BACKEND_KINDS = ("embedded", "thread", "subprocess", "remote")
 
 
 class Session:
     """What the plugin remembers for one PyMOL instance."""
 
     def __init__(self) -> None:
-        self.kind, self.python = "embedded", ""
+        self.kind, self.python, self.url = "embedded", "", ""
+        self._token = ""                    # of the remote backend; never shown
         self.current = ""                   # model used when a command names none
         self.tasks: dict[str, TrainTask] = {}
         self._backend: Backend | None = None
@@ -27,7 +29,8 @@ class Session:
         """The backend, started on first use."""
         with self._lock:
             if self._backend is None:
-                self._backend = embedded_backend(self.kind, self.python)
+                self._backend = (RemoteBackend(self.url, self._token) if self.kind == "remote"
+                                 else embedded_backend(self.kind, self.python))
                 atexit.register(self._backend.close)
             return self._backend
 
@@ -35,16 +38,19 @@ class Session:
     def started(self) -> bool:
         return self._backend is not None
 
-    def set_backend(self, kind: str, python: str = "") -> Backend:
-        """Switch backends (models of the old one are dropped); refused while a training runs."""
+    def set_backend(self, kind: str, python: str = "", url: str = "", token: str = "") -> Backend:
+        """Switch backends (models of an embedded one are dropped; a remote one keeps its jobs and models);
+        refused while a training of this session runs. ``remote`` needs the server's ``url`` and ``token``."""
         if kind not in BACKEND_KINDS:
             raise CmdException(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_KINDS)}")
+        if kind == "remote" and not url:
+            raise CmdException("the remote backend needs the server's address: dsr_backend url=http://host:8765")
         running = [task.name for task in self.tasks.values() if task.running]
         if running:
             raise CmdException(f"'{running[0]}' is still training; dsr_wait or dsr_cancel it first")
         with self._lock:
             old, self._backend = self._backend, None
-            self.kind, self.python = kind, python
+            self.kind, self.python, self.url, self._token = kind, python, url, token
         if old is not None:
             atexit.unregister(old.close)
             old.close()

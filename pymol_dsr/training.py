@@ -62,6 +62,8 @@ def point_arrays(arrays: dict[str, np.ndarray], surfaces: Sequence[tuple[np.ndar
 def progress_line(job: dict) -> str:
     """One line on a job: phase, percentage, steps, loss, time so far and left."""
     step, total = job.get("step", 0), job.get("total", 0)
+    if job.get("state") == "queued":
+        return f"{job['name']}: waiting in the server's queue"
     if job.get("phase") != "training":
         return f"{job['name']}: {job.get('phase', 'surfaces')} {step}/{total} states"
     line = f"{job['name']}: training {100 * step / max(total, 1):.0f}% ({step}/{total} steps)"

@@ -43,7 +43,8 @@ class ServerProcess:
             return handle.read().strip()
 
     def start(self) -> "ServerProcess":
-        self.port = free_port()
+        """Start (again on the same port when restarted) and wait until it answers."""
+        self.port = self.port or free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(

@@ -1,4 +1,5 @@
 """``dsr serve`` over real HTTP on 127.0.0.1: tokens, uploads, the train -> surface flow, queue, cancel, restart."""
+import http.client
 import io
 import json
 import os
@@ -124,7 +125,6 @@ def not_zip() -> bytes:
 
 
 @pytest.mark.parametrize("make_body, status, reason", [
-    (lambda s: b"\0" * (UPLOAD_MB * 1024 * 1024 + 1), 413, "larger than the limit"),
     (lambda s: b"PK\3\4 truncated", 400, "not an .npz"),
     (lambda s: not_zip(), 400, "cannot read the .npz"),
     (lambda s: zip_bomb(), 400, "expands to"),
@@ -149,6 +149,19 @@ def test_bad_training_uploads_are_refused_with_the_reason(server, series, make_b
     assert code == status, reply
     assert reason in json.loads(reply)["detail"]
     assert all(job["name"] != "bad" for job in server.json("GET", "/jobs"))
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/jobs")
+        connection.putheader("Authorization", f"Bearer {server.token}")
+        connection.putheader("Content-Length", str(UPLOAD_MB * 1024 * 1024 + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and "larger than the limit" in json.loads(response.read())["detail"]
+    finally:
+        connection.close()
 
 
 def test_bad_checkpoints_and_queries_are_refused(server, trained):
