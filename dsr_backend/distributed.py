@@ -20,7 +20,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -112,18 +111,16 @@ class DistributedTrainer(Trainer):
             replica, device_ids=[self.device] if self.device.type == "cuda" else None)
 
     def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """This process's scaled loss, and the terms and loss of the whole batch (all-reduced)."""
+        """This process's scaled loss, and the loss and terms of the whole batch (all-reduced)."""
         batch = self.sampler.sample(self.generator, part=(self.rank, self.world_size))
         loss, terms = self.replica(batch)
-        shares = torch.tensor([self.surface_share, self.surface_share, self.space_share, 1.0 / self.world_size],
-                              device=self.device)
-        parts = torch.stack([terms["surface"], terms["normal"], terms["eikonal"], terms["latent"]]) * shares
-        dist.all_reduce(parts)
-        surface, normal, eikonal, latent = parts
-        config = self.config
-        total = (surface + config.normal_weight * normal + config.eikonal_weight * eikonal
-                 + config.latent_weight * latent)
-        return loss, {"loss": total, "surface": surface, "normal": normal, "eikonal": eikonal, "latent": latent}
+        # the mean of the scaled losses is the whole batch's loss; point terms add up by share, and terms
+        # of the parameters alone (latent codes, ...) are the same on every process
+        shares = {"surface": self.surface_share, "normal": self.surface_share, "eikonal": self.space_share}
+        weights = [1.0 / self.world_size] + [shares.get(name, 1.0 / self.world_size) for name in terms]
+        values = torch.stack([loss.detach(), *terms.values()]) * torch.tensor(weights, device=self.device)
+        dist.all_reduce(values)
+        return loss, dict(zip(["loss", *terms], values))
 
     def save(self, path: str | os.PathLike) -> None:
         """Rank 0 writes the checkpoint; every process waits until it is on disk."""
@@ -209,13 +206,6 @@ def launch(nproc: int, train_args: Sequence[str]) -> int:
 
 
 # ---------------------------------------------------------------------- spawned processes
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _spawned(rank: int, world_size: int, address: str, threads: int, series: SurfaceSeries, config: TrainConfig,
              checkpoint: str, device: str | None, metadata: dict[str, Any] | None, messages: Any,
              cancel: Any) -> None:
@@ -268,12 +258,12 @@ def train_distributed(series: SurfaceSeries | str | os.PathLike, config: TrainCo
     threads = threads or max(1, torch.get_num_threads() // nproc)
     with tempfile.TemporaryDirectory(prefix="dsr-ddp-") as scratch:
         path = os.fspath(checkpoint) if checkpoint else os.path.join(scratch, "model.pt")
+        rendezvous = "file://" + os.path.join(scratch, "rendezvous")
         context = mp.get_context("spawn")
         messages, stop = context.Queue(), context.Event()
         workers = mp.start_processes(
             _spawned, nprocs=nproc, join=False, start_method="spawn",
-            args=(nproc, f"tcp://127.0.0.1:{free_port()}", threads, series, config, path, str(device), metadata,
-                  messages, stop))
+            args=(nproc, rendezvous, threads, series, config, path, str(device), metadata, messages, stop))
         outcome: dict[str, Any] = {}
 
         def drain() -> None:

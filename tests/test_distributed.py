@@ -18,7 +18,7 @@ from dsr_backend.checkpoint import read_checkpoint
 from dsr_backend.cli import build_parser, train_argv
 from dsr_backend.cli import main as dsr_main
 from dsr_backend.distributed import main as distributed_main
-from dsr_backend.distributed import free_port, train_distributed
+from dsr_backend.distributed import train_distributed
 from dsr_backend.loss import igr_loss
 from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient
 from dsr_backend.sampling import SeriesSampler, part_slice
@@ -137,7 +137,7 @@ def double_backward_worker(rank, world_size, address, series, result_path):
 def test_ddp_averages_gradients_of_a_double_backward_loss(sphere_series, tmp_path):
     path = tmp_path / "differences.pt"
     torch.multiprocessing.spawn(double_backward_worker, nprocs=2,
-                                args=(2, f"tcp://127.0.0.1:{free_port()}", sphere_series, str(path)))
+                                args=(2, f"file://{tmp_path / 'rendezvous'}", sphere_series, str(path)))
     assert max(torch.load(path)) < 1e-5
 
 
