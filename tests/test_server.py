@@ -14,7 +14,7 @@ from dsr_backend.errors import InvalidInputError
 from dsr_backend.server.auth import load_or_create_token, token_matches
 from dsr_backend.synthetic import MovingSphere
 from dsr_backend.trained import TrainedModel
-from tests.server_process import ServerProcess, job_upload, npz
+from tests.server_process import ServerProcess, job_upload
 
 STATES = [1.0, 5.0, 9.0]
 UPLOAD_MB = 1
