@@ -18,7 +18,6 @@ and on every frame the ``floor``: the reference surface against itself resampled
 """
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -31,8 +30,6 @@ from .query import narrow_band_sdf_grid, vertex_fields
 from .series import SurfaceSeries
 from .surface import DEFAULT_SPACING, solvent_excluded_surface
 from .trained import TrainedModel
-
-logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("reconstruction", "interpolation", "future 1-10", "future 11-20", "future >20", "past")
 METHODS = ("DSR", "nearest frame", "linear SDF", "linear atoms", "floor")
