@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInputError
+from .kplanes import KPlanesConfig
 from .model import ModelConfig
+from .networks import NetworkConfig, network_config_from_dict, network_config_to_dict
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class TrainConfig:
     """
 
     preset: str = "paper"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: NetworkConfig = field(default_factory=ModelConfig)
     batch_size: int = 16384           # surface points per step (IGR)
     frames_per_step: int = 1          # the authors train on one frame per step
     epochs: int = 4000
@@ -29,6 +31,7 @@ class TrainConfig:
     normal_weight: float = 1.0        # tau
     eikonal_weight: float = 0.1       # lambda
     latent_weight: float = 1e-3       # alpha
+    time_smoothness: float = 0.0      # weight of the K-Planes time smoothness penalty
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
     precision: str = "fp32"           # "fp32" or "bf16" (matrix products in bfloat16)
@@ -57,12 +60,12 @@ class TrainConfig:
         return self.lr_decay_epochs * self.steps_per_epoch(num_frames)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "model": network_config_to_dict(self.model)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
-        data["model"] = ModelConfig(**data.get("model", {}))
+        data["model"] = network_config_from_dict(data.get("model", {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -76,6 +79,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A CPU-sized model for interactive use and the quick start.
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
+    # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
+    "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=3000, lr=1e-2,
+                 lr_decay_epochs=1000, time_smoothness=1e-3),
     # The smallest useful model, for tests.
     "tiny": dict(model=ModelConfig(hidden=64, layers=4, skip_layer=2, latent_dim=8, init_radius=0.6),
                  batch_size=2048, frames_per_step=0, epochs=400, lr=2e-3, lr_decay_epochs=200),

@@ -65,7 +65,8 @@ class ReplicaLoss(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.eikonal_weight,
-                               self.latent_weight, dtype=self.dtype)
+                               self.latent_weight, dtype=self.dtype,
+                               smoothness_weight=self.config.time_smoothness / self.scale)
         return self.scale * loss, terms
 
 

@@ -4,23 +4,26 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
-from .model import SDFWithGradient, SpaceTimeSDF
+from .model import SDFWithGradient
 from .sampling import Batch
 
-GradientFn = Callable[[SpaceTimeSDF, torch.Tensor, torch.Tensor, torch.Tensor], SDFWithGradient]
+GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], SDFWithGradient]
 
 
-def igr_loss(model: SpaceTimeSDF, batch: Batch, normal_weight: float = 1.0, eikonal_weight: float = 0.1,
+def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal_weight: float = 0.1,
              latent_weight: float = 1e-3, gradient_fn: GradientFn | None = None,
-             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             dtype: torch.dtype = torch.float32,
+             smoothness_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of eq. 2-3 on one batch.
 
     ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
     ``lambda * mean (||grad f(x)|| - 1)^2`` over the samples of D, plus ``alpha * mean_p ||z_p||``.
     Surface points and samples go through the network in one pass, by ``gradient_fn``
     (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``; benchmarks pass the plain
-    autograd reference).
+    autograd reference). With ``smoothness_weight`` > 0, adds that times the model's
+    ``time_smoothness()`` (the K-Planes penalty on second differences in time), reported as "smoothness".
 
     Returns
     -------
@@ -39,4 +42,7 @@ def igr_loss(model: SpaceTimeSDF, batch: Batch, normal_weight: float = 1.0, eiko
     latent = model.latents.weight.norm(dim=1).mean()
     total = surface + normal_weight * normal + eikonal_weight * eikonal + latent_weight * latent
     terms = {"surface": surface, "normal": normal, "eikonal": eikonal, "latent": latent}
+    if smoothness_weight > 0:
+        terms["smoothness"] = model.time_smoothness()
+        total = total + smoothness_weight * terms["smoothness"]
     return total, {name: value.detach() for name, value in terms.items()}

@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, InvalidInputError, TrainingDivergedError
 from .loss import igr_loss
-from .model import SpaceTimeSDF
+from .networks import build_network, fit_to_series
 from .sampling import SeriesSampler
 from .series import SurfaceSeries
 from .trained import TrainedModel, resolve_device
@@ -52,13 +53,15 @@ class Trainer:
         if config.model.num_proteins != series.num_proteins:
             raise InvalidInputError(f"the configuration has {config.model.num_proteins} latent codes but the "
                                     f"series has {series.num_proteins} proteins")
+        num_times = len(set(series.model_times().tolist()))
+        config = dataclasses.replace(config, model=fit_to_series(config.model, num_times))
         self.series, self.config = series, config
         self.device = resolve_device(device)
         self.metadata = dict(metadata or {})
         if series.time_map.is_static:
             logger.info("the series has a single time point: the model is static")
         torch.manual_seed(config.seed)
-        self.network = SpaceTimeSDF(config.model).to(self.device)
+        self.network = build_network(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.decay_every_steps(series.num_frames), gamma=config.lr_decay_factor)
@@ -116,7 +119,8 @@ class Trainer:
         """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
         batch = self.sampler.sample(self.generator)
         loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
-                               self.config.latent_weight, dtype=self.compute_dtype)
+                               self.config.latent_weight, dtype=self.compute_dtype,
+                               smoothness_weight=self.config.time_smoothness)
         return loss, {"loss": loss.detach(), **terms}
 
     @property

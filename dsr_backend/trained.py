@@ -11,7 +11,7 @@ import torch
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, InvalidInputError
-from .model import SpaceTimeSDF
+from .networks import build_network
 from .series import Normalization, TimeMap, check_finite_t
 
 
@@ -29,7 +29,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 class TrainedModel:
     """A network with its normalisation (Å <-> unit frame), time map and protein names."""
 
-    network: SpaceTimeSDF
+    network: torch.nn.Module  # SpaceTimeSDF or KPlanesSDF (see dsr_backend.networks)
     normalization: Normalization
     time_map: TimeMap
     protein_names: list[str]
@@ -46,7 +46,7 @@ class TrainedModel:
         """Build from a validated checkpoint dictionary."""
         try:
             config = TrainConfig.from_dict(state["config"])
-            network = SpaceTimeSDF(config.model)
+            network = build_network(config.model)
             network.load_state_dict(state["model_state"])
         except (TypeError, ValueError, RuntimeError, KeyError) as error:
             raise CheckpointError(f"checkpoint does not match the DSR model: {error}") from None

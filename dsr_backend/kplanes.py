@@ -1,0 +1,167 @@
+"""A fast space-time SDF: K-Planes features (3 space planes, 3 space-time planes, several scales) and a
+small MLP, f(x, t, z) = |x| - r0 + MLP(features(x, t), z).
+
+Each scale multiplies (Hadamard product) the bilinearly interpolated features of its six planes (xy, xz,
+yz in space; xt, yt, zt in space-time), the scales are concatenated with the protein's latent code and
+fed to a softplus MLP whose last layer starts at zero, so the initial zero set is the sphere of radius
+``init_radius`` and the initial model is static (the space-time planes start at one). Past the trained
+time range the space-time features continue linearly (extrapolation). Input gradients
+come from autograd (``grid_sample`` is twice differentiable), so the IGR loss applies unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .model import SDFWithGradient
+
+_SPACE_PAIRS = ((0, 1), (0, 2), (1, 2))
+
+MAX_AUTO_TIME_RESOLUTION = 64
+"""Most time nodes an automatic time resolution gives."""
+
+
+@dataclass(frozen=True)
+class KPlanesConfig:
+    """Architecture of :class:`KPlanesSDF`.
+
+    Parameters
+    ----------
+    space_resolutions : plane resolution (nodes per axis over [-1, 1]) of each scale.
+    time_resolution : nodes along model time of the space-time planes; 0 (the default) lets training
+        choose one node per training time (see :meth:`for_times`).
+    features : feature channels per plane.
+    hidden : width of the MLP's two hidden layers.
+    latent_dim : size of the latent code of each protein.
+    beta : softplus sharpness.
+    init_radius : radius of the initial zero set (unit frame).
+    num_proteins : number of latent codes.
+    """
+
+    space_resolutions: tuple[int, ...] = (32, 64, 128)
+    time_resolution: int = 0
+    features: int = 16
+    hidden: int = 64
+    latent_dim: int = 16
+    beta: float = 100.0
+    init_radius: float = 0.6
+    num_proteins: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "space_resolutions", tuple(int(r) for r in self.space_resolutions))
+        if not self.space_resolutions or min(self.space_resolutions) < 2 or self.time_resolution == 1:
+            raise ValueError("plane resolutions must be at least 2")
+
+    def for_times(self, count: int) -> "KPlanesConfig":
+        """This configuration with an automatic time resolution set for ``count`` distinct training times.
+
+        One node per training time (evenly spaced frames then sit on the nodes), between 2 and
+        :data:`MAX_AUTO_TIME_RESOLUTION`; an explicit resolution is kept.
+        """
+        if self.time_resolution:
+            return self
+        return dataclasses.replace(self, time_resolution=min(max(count, 2), MAX_AUTO_TIME_RESOLUTION))
+
+
+class KPlanesSDF(nn.Module):
+    """f(x, t, z_p) from multi-scale K-Planes features and a small MLP (see the module docstring)."""
+
+    def __init__(self, config: KPlanesConfig):
+        super().__init__()
+        if config.time_resolution < 2:
+            raise ValueError("set time_resolution (KPlanesConfig.for_times) before building the network")
+        self.config = config
+        channels = config.features
+        self.space_planes = nn.ParameterList(
+            nn.Parameter(torch.empty(1, channels, size, size)) for size in config.space_resolutions for _ in range(3))
+        self.time_planes = nn.ParameterList(
+            nn.Parameter(torch.empty(1, channels, config.time_resolution, size))
+            for size in config.space_resolutions for _ in range(3))
+        self.latents = nn.Embedding(config.num_proteins, config.latent_dim)
+        width = channels * len(config.space_resolutions) + config.latent_dim
+        self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.Softplus(beta=config.beta),
+                                 nn.Linear(config.hidden, config.hidden), nn.Softplus(beta=config.beta),
+                                 nn.Linear(config.hidden, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Space planes uniform in [0.1, 0.5], space-time planes one, last layer zero: f = |x| - r0."""
+        for plane in self.space_planes:
+            nn.init.uniform_(plane, 0.1, 0.5)
+        for plane in self.time_planes:
+            nn.init.ones_(plane)
+        nn.init.normal_(self.latents.weight, 0.0, 1e-2)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``."""
+        scales = []
+        for scale in range(len(self.config.space_resolutions)):
+            product = None
+            for axis, (first, second) in enumerate(_SPACE_PAIRS):
+                value = _sample(self.space_planes[3 * scale + axis], x[:, second], x[:, first])
+                product = value if product is None else product * value
+            for axis in range(3):
+                product = product * _sample_in_time(self.time_planes[3 * scale + axis], x[:, axis], t)
+            scales.append(product)
+        return torch.cat(scales, dim=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
+        """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
+        hidden = torch.cat([self.features(x, t.reshape(-1)), self.latents(protein)], dim=1)
+        return x.norm(dim=1) - self.config.init_radius + self.mlp(hidden).squeeze(1)
+
+    def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
+                         with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:
+        """f and its gradient in x (and t when ``with_time``), differentiable in the parameters.
+
+        ``dtype`` is accepted for interface compatibility with the MLP; this model computes in float32.
+        Under ``torch.no_grad()`` (queries) the results are plain tensors without a graph.
+        """
+        keep_graph = torch.is_grad_enabled()
+        x = x.detach().requires_grad_(True)
+        t = t.detach().requires_grad_(with_time)
+        with torch.enable_grad():
+            sdf = self(x, t, protein)
+            inputs = (x, t) if with_time else (x,)
+            grads = torch.autograd.grad(sdf.sum(), inputs, create_graph=keep_graph)
+        if not keep_graph:
+            sdf = sdf.detach()
+        return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
+
+    def time_smoothness(self) -> torch.Tensor:
+        """Mean squared second difference of the space-time planes along time."""
+        terms = [(plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()
+                 for plane in self.time_planes if plane.shape[2] > 2]
+        return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
+
+
+def _sample_in_time(plane: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Features of a space-time plane at (``u``, ``t``), continued linearly in t beyond [-1, 1].
+
+    Past either end, the features follow the slope between the last two time nodes, so a surface moving
+    at the end of the trained range keeps moving instead of stopping.
+    """
+    inside = t.clamp(-1.0, 1.0)
+    value = _sample(plane, u, inside)
+    outside = t != inside
+    if not bool(outside.any()):
+        return value
+    step = 2.0 / (plane.shape[2] - 1)
+    end = inside[outside]
+    previous = _sample(plane, u[outside], end - step * torch.sign(end))
+    slope = (value[outside] - previous) / step
+    beyond = (t[outside] - end).abs()[:, None]
+    return value.index_put((outside.nonzero().squeeze(1),), value[outside] + beyond * slope)
+
+
+def _sample(plane: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bilinear features (B, C) of ``plane`` (1, C, H, W) at ``u`` along W and ``v`` along H, in [-1, 1]."""
+    grid = torch.stack([u, v], dim=-1).view(1, -1, 1, 2)
+    sampled = F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return sampled.view(plane.shape[1], -1).t()

@@ -1,0 +1,118 @@
+"""The fast K-Planes model: initialisation, gradients, extrapolation, training, checkpoints, presets."""
+import numpy as np
+import pytest
+import torch
+
+from dsr_backend import InvalidInputError, KPlanesConfig, KPlanesSDF, TrainedModel, TrainConfig, preset, train
+from dsr_backend.networks import build_network, network_config_from_dict, network_config_to_dict
+from dsr_backend.query import sdf_grid
+
+from .shapes import grid_iou
+from .test_train import analytic_grid
+
+SMALL = KPlanesConfig(space_resolutions=(16, 32), time_resolution=5, features=8, hidden=32, latent_dim=4,
+                      num_proteins=2)
+
+
+def random_inputs(count=300, seed=0, spread=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, 3, generator=generator) * 1.8 - 0.9
+    t = (torch.rand(count, generator=generator) * 2 - 1) * spread
+    protein = torch.randint(2, (count,), generator=generator)
+    return x, t, protein
+
+
+def test_initial_zero_set_is_a_static_sphere():
+    model = KPlanesSDF(SMALL)
+    x, t, protein = random_inputs()
+    expected = x.norm(dim=1) - SMALL.init_radius
+    assert torch.allclose(model(x, t, protein), expected, atol=1e-6)
+    assert torch.allclose(model(x, -t, 1 - protein), expected, atol=1e-6)
+
+
+def test_gradients_match_finite_differences():
+    model = KPlanesSDF(SMALL)
+    with torch.no_grad():  # make the field depend on x and t through the planes and the MLP
+        for plane in model.time_planes:
+            plane.normal_(1.0, 0.3)
+        torch.nn.init.normal_(model.mlp[-1].weight, 0.0, 0.3)
+    x, t, protein = random_inputs(50, seed=1)
+    x, t = x.double(), t.double()
+    model = model.double()
+    out = model.sdf_and_gradient(x, t, protein, with_time=True)
+    step = 1e-6
+    for axis in range(3):
+        shift = torch.zeros_like(x)
+        shift[:, axis] = step
+        numeric = (model(x + shift, t, protein) - model(x - shift, t, protein)) / (2 * step)
+        assert torch.allclose(out.grad_x[:, axis], numeric, atol=1e-5)
+    numeric_t = (model(x, t + step, protein) - model(x, t - step, protein)) / (2 * step)
+    assert torch.allclose(out.grad_t, numeric_t, atol=1e-5)
+
+
+def test_gradient_is_differentiable_in_training_and_plain_in_queries():
+    model = KPlanesSDF(SMALL)
+    with torch.no_grad():  # at initialisation only the zeroed last layer would receive gradients
+        torch.nn.init.normal_(model.mlp[-1].weight, 0.0, 0.3)
+    x, t, protein = random_inputs()
+    out = model.sdf_and_gradient(x, t, protein)
+    ((out.grad_x.norm(dim=1) - 1) ** 2).mean().backward()  # eikonal: through the input gradient
+    assert model.space_planes[0].grad is not None and model.space_planes[0].grad.abs().sum() > 0
+    with torch.no_grad():
+        query = model.sdf_and_gradient(x, t, protein)
+    assert not query.sdf.requires_grad and not query.grad_x.requires_grad
+
+
+def test_space_time_features_continue_linearly_past_the_trained_range():
+    model = KPlanesSDF(SMALL)
+    nodes = SMALL.time_resolution
+    with torch.no_grad():  # every plane one, but the xt plane of each scale: a ramp along time
+        for plane in (*model.space_planes, *model.time_planes):
+            plane.fill_(1.0)
+        for scale in range(len(SMALL.space_resolutions)):
+            model.time_planes[3 * scale][:] = torch.arange(nodes, dtype=torch.float32)[:, None] * 0.5 + 1.0
+    x = torch.rand(20, 3) * 1.8 - 0.9
+    step = 2.0 / (nodes - 1)
+
+    def feature(time):
+        return model.features(x, torch.full((20,), float(time)))
+
+    assert torch.allclose(feature(1.0), torch.full_like(feature(1.0), 1.0 + 0.5 * (nodes - 1)))
+    for past in (0.3, 1.0):  # the ramp goes on at 0.5 per node of time beyond both ends
+        assert torch.allclose(feature(1.0 + past), feature(1.0) + 0.5 * past / step, atol=1e-5)
+        assert torch.allclose(feature(-1.0 - past), feature(-1.0) - 0.5 * past / step, atol=1e-5)
+
+
+def test_trained_on_a_moving_sphere(sphere, sphere_series):
+    config = preset("fast", steps=300, batch_size=1024, model=SMALL)
+    result = train(sphere_series, config, device="cpu")
+    model = result.model
+    assert model.network.config.time_resolution == 5  # explicit resolutions are kept
+    for state in (2.0, 6.0):
+        t = float(model.time_map.time_to_fraction(state))
+        assert grid_iou(sdf_grid(model, t, 40), analytic_grid(model, sphere, state, 40)) > 0.9
+    assert "smoothness" in result.last_record
+
+
+def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_path):
+    small = KPlanesConfig(space_resolutions=(8,), features=4, hidden=16, latent_dim=2)
+    path = tmp_path / "fast.pt"
+    result = train(sphere_series, preset("fast", steps=3, batch_size=256, model=small), checkpoint=path, device="cpu")
+    assert result.model.network.config.time_resolution == sphere_series.num_frames
+    loaded = TrainedModel.load(path, device="cpu")
+    assert isinstance(loaded.network, KPlanesSDF)
+    points = np.random.default_rng(0).uniform(-10, 10, (50, 3))
+    assert np.allclose(loaded.sdf(points, 0.4), result.model.sdf(points, 0.4), atol=1e-6)
+
+
+def test_configurations_round_trip_and_bad_ones_are_rejected():
+    config = preset("fast", num_proteins=3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert network_config_from_dict(network_config_to_dict(SMALL)) == SMALL
+    assert isinstance(build_network(SMALL), KPlanesSDF)
+    with pytest.raises(InvalidInputError, match="unknown architecture"):
+        network_config_from_dict({"architecture": "transformer"})
+    with pytest.raises(InvalidInputError, match="unknown kplanes settings"):
+        network_config_from_dict({"architecture": "kplanes", "depth": 3})
+    with pytest.raises(ValueError, match="time_resolution"):
+        KPlanesSDF(KPlanesConfig())  # automatic resolution not yet fitted to a series
