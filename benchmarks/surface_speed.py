@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from _surface_metrics import (chamfer, normal_consistency, occupancy, occupancy_grid, iou, parse_obj,
-                              unit_cube_scale, weld)
+from _surface_metrics import chamfer, normal_consistency, parse_obj, unit_cube_scale, weld
+from dsr_backend.metrics import iou, mesh_occupancy
 from dsr_backend.surface import solvent_excluded_surface
 
 IDENTITY_VIEW = [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, -100, 0, 0, 0, 80, 120, -20]
@@ -113,10 +113,14 @@ def ours(coords: np.ndarray, radii: np.ndarray, probe: float, spacing: float, re
     return Mesh(surface.points, surface.normals, surface.faces, float(np.mean(times)), min(times)), times
 
 
-def compare(mesh: Mesh, reference: Mesh, inside_reference: np.ndarray, grid) -> dict:
-    origin, shape, spacing = grid
-    inside = occupancy(mesh.vertices, mesh.faces, origin, shape, spacing)
+def occupancy(mesh: Mesh, centre: np.ndarray, scale: float, resolution: int) -> np.ndarray:
+    """Inside test of ``mesh`` on the ``resolution``^3 grid over the reference's [-1, 1]^3 frame."""
+    return mesh_occupancy((mesh.vertices - centre) / scale, mesh.faces, resolution)
+
+
+def compare(mesh: Mesh, reference: Mesh, inside_reference: np.ndarray, resolution: int) -> dict:
     centre, scale = unit_cube_scale(reference.vertices)
+    inside = occupancy(mesh, centre, scale, resolution)
     return {
         "iou": iou(inside, inside_reference),
         "nc": normal_consistency(reference.vertices, reference.normals, mesh.vertices, mesh.normals),
@@ -150,14 +154,12 @@ def main() -> None:
             check_frame(mesh, coords, radii, args.probe, "our")
             candidates[f"ours h={spacing:g}"] = mesh
             print(f"frame {frame}: ours h={spacing:g} runs " + " ".join(f"{t:.3f}" for t in times) + " s")
-        lower = reference.vertices.min(axis=0) - 1.0
-        upper = reference.vertices.max(axis=0) + 1.0
-        origin, shape = occupancy_grid(lower, upper, args.eval_spacing)
-        grid = (origin, shape, args.eval_spacing)
-        inside_reference = occupancy(reference.vertices, reference.faces, *grid)
+        centre, scale = unit_cube_scale(reference.vertices)
+        resolution = int(np.ceil(2.0 * scale / args.eval_spacing)) + 1  # nodes args.eval_spacing Å apart
+        inside_reference = occupancy(reference, centre, scale, resolution)
         rows.append((frame, "PyMOL q1", reference, None))
         for name, mesh in candidates.items():
-            metrics = compare(mesh, reference, inside_reference, grid)
+            metrics = compare(mesh, reference, inside_reference, resolution)
             rows.append((frame, name, mesh, metrics))
     print_table(rows, args)
 
