@@ -63,24 +63,19 @@ def test_gradient_is_differentiable_in_training_and_plain_in_queries():
     assert not query.sdf.requires_grad and not query.grad_x.requires_grad
 
 
-def test_space_time_features_continue_linearly_past_the_trained_range():
+def test_past_the_trained_range_the_last_surface_is_held():
     model = KPlanesSDF(SMALL)
-    nodes = SMALL.time_resolution
-    with torch.no_grad():  # every plane one, but the xt plane of each scale: a ramp along time
-        for plane in (*model.space_planes, *model.time_planes):
-            plane.fill_(1.0)
-        for scale in range(len(SMALL.space_resolutions)):
-            model.time_planes[3 * scale][:] = torch.arange(nodes, dtype=torch.float32)[:, None] * 0.5 + 1.0
-    x = torch.rand(20, 3) * 1.8 - 0.9
-    step = 2.0 / (nodes - 1)
+    with torch.no_grad():
+        for plane in model.time_planes:
+            plane.normal_(1.0, 0.3)
+        torch.nn.init.normal_(model.mlp[-1].weight, 0.0, 0.3)
+    x, _, protein = random_inputs()
 
-    def feature(time):
-        return model.features(x, torch.full((20,), float(time)))
+    def sdf(time):
+        return model(x, torch.full((len(x),), float(time)), protein)
 
-    assert torch.allclose(feature(1.0), torch.full_like(feature(1.0), 1.0 + 0.5 * (nodes - 1)))
-    for past in (0.3, 1.0):  # the ramp goes on at 0.5 per node of time beyond both ends
-        assert torch.allclose(feature(1.0 + past), feature(1.0) + 0.5 * past / step, atol=1e-5)
-        assert torch.allclose(feature(-1.0 - past), feature(-1.0) - 0.5 * past / step, atol=1e-5)
+    assert not torch.allclose(sdf(0.9), sdf(1.0))
+    assert torch.allclose(sdf(1.7), sdf(1.0)) and torch.allclose(sdf(-1.3), sdf(-1.0))
 
 
 def test_trained_on_a_moving_sphere(sphere, sphere_series):
