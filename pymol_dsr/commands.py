@@ -72,7 +72,8 @@ ARGUMENTS
 
     name = str: name of the model {default: <first object>_dsr}
 
-    preset = paper (8x512 MLP, for a GPU), small (CPU, minutes) or tiny (tests) {default: small}
+    preset = paper (8x512 MLP, for a GPU), small (CPU, minutes), fast (K-Planes: more detail in
+    the same minutes, a few small floating specks) or tiny (tests) {default: small}
 
     steps = int: training steps {default: the preset's}
 
