@@ -1,7 +1,9 @@
 """Surface query time: dense SDF grid against the coarse-to-fine narrow band, same model, one run.
 
 For each resolution, times the grid evaluation and marching cubes of the zero level set both ways, counts
-the network evaluations, and checks that the meshes agree (same triangles, vertices within 0.01 Å).
+the network evaluations, and compares the meshes: the farthest any vertex of one lies from the nearest
+vertex of the other (float noise of batched evaluation can flip a node whose SDF is ~1e-6 Å, which moves
+a vertex or two by a fraction of a cell; anything near a cell size would mean a missed crossing).
 
     python benchmarks/query_speed.py --model demo_out/adk_dsr.pt --resolution 128 256 --threads 2
 
@@ -15,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from dsr_backend import TrainedModel
 from dsr_backend.query import mesh_from_grid, narrow_band_sdf_grid, sdf_grid
@@ -39,17 +42,19 @@ def main() -> None:
     model = TrainedModel.load(args.model, device="cpu")
     sdf_grid(model, args.t, 16)  # warm-up
     print(f"query time at t={args.t}, model {args.model}, torch {torch.__version__}, {args.threads} thread(s)")
-    print(f"{'resolution':>10} {'dense s':>8} {'band s':>7} {'speed-up':>8} {'evaluated':>9} {'same mesh':>9}")
+    print(f"{'resolution':>10} {'dense s':>8} {'band s':>7} {'speed-up':>8} {'evaluated':>9} {'faces':>15} "
+          f"{'vertex gap':>16}")
     for resolution in args.resolution:
         dense, dense_s = timed(sdf_grid, model, args.t, resolution)
         (banded, evaluations), band_s = timed(narrow_band_sdf_grid, model, args.t, [0.0], resolution)
         (dense_v, dense_f), mc_dense_s = timed(mesh_from_grid, dense, model, 0.0)
         (band_v, band_f), mc_band_s = timed(mesh_from_grid, banded, model, 0.0)
-        same = (np.array_equal(dense_f, band_f) and len(dense_v) == len(band_v)
-                and float(np.abs(dense_v - band_v).max(initial=0.0)) < 1e-2)
+        gap = max(cKDTree(band_v).query(dense_v)[0].max(), cKDTree(dense_v).query(band_v)[0].max())
+        cell = 2.0 * model.normalization.scale / (resolution - 1)
         total_dense, total_band = dense_s + mc_dense_s, band_s + mc_band_s
         print(f"{resolution:>10} {total_dense:>8.2f} {total_band:>7.2f} {total_dense / total_band:>7.1f}x "
-              f"{evaluations / resolution ** 3:>8.1%} {'yes' if same else 'NO':>9}")
+              f"{evaluations / resolution ** 3:>8.1%} {len(dense_f):>7}/{len(band_f):<7} "
+              f"{gap:.4f} Å ({gap / cell:.2f} cell)")
 
 
 if __name__ == "__main__":
