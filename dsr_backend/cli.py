@@ -248,15 +248,14 @@ def cmd_surface(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- dsr info
 def cmd_info(args: argparse.Namespace) -> None:
     from .checkpoint import read_checkpoint
+    from .config import TrainConfig
 
     state = read_checkpoint(args.model)
-    config, times, norm = state["config"], state["time_map"], state["normalization"]
-    model = config["model"]
+    config, times, norm = TrainConfig.from_dict(state["config"]), state["time_map"], state["normalization"]
     history = state.get("history") or []
     lines = [
         f"checkpoint   {args.model}",
-        f"preset       {config['preset']}: {model['layers']} x {model['hidden']} MLP, latent {model['latent_dim']}, "
-        f"softplus beta {model['beta']:g}, precision {config['precision']}",
+        f"preset       {config.preset}: {config.model.describe()}, precision {config.precision}",
         f"proteins     {', '.join(state['protein_names'])}",
         f"time range   {times['start']:g} .. {times['stop']:g}" + (" (static)" if times['start'] == times['stop'] else ""),
         f"box          centre ({', '.join(f'{c:.2f}' for c in norm['center'])}) Å, half size {norm['scale']:.2f} Å",

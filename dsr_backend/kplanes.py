@@ -58,6 +58,12 @@ class KPlanesConfig:
         if not self.space_resolutions or min(self.space_resolutions) < 2 or self.time_resolution == 1:
             raise ValueError("plane resolutions must be at least 2")
 
+    def describe(self) -> str:
+        """The architecture in a few words."""
+        scales = "/".join(str(size) for size in self.space_resolutions)
+        return (f"K-Planes {scales} x {self.features} features, {self.time_resolution or 'auto'} time nodes, "
+                f"2 x {self.hidden} MLP, latent {self.latent_dim}")
+
     def for_times(self, count: int) -> "KPlanesConfig":
         """This configuration with an automatic time resolution set for ``count`` distinct training times.
 

@@ -35,6 +35,10 @@ class ModelConfig:
     init_radius: float = 1.0
     num_proteins: int = 1
 
+    def describe(self) -> str:
+        """The architecture in a few words."""
+        return f"{self.layers} x {self.hidden} MLP, latent {self.latent_dim}, softplus beta {self.beta:g}"
+
 
 class SDFWithGradient(NamedTuple):
     """Value of f, its spatial gradient, and (when asked) its derivative in model time."""

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dsr_backend import InvalidInputError, KPlanesConfig, KPlanesSDF, TrainedModel, TrainConfig, preset, train
+from dsr_backend.cli import main
 from dsr_backend.networks import build_network, network_config_from_dict, network_config_to_dict
 from dsr_backend.query import sdf_grid
 
@@ -89,7 +90,7 @@ def test_trained_on_a_moving_sphere(sphere, sphere_series):
     assert "smoothness" in result.last_record
 
 
-def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_path):
+def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_path, capsys):
     small = KPlanesConfig(space_resolutions=(8,), features=4, hidden=16, latent_dim=2)
     path = tmp_path / "fast.pt"
     result = train(sphere_series, preset("fast", steps=3, batch_size=256, model=small), checkpoint=path, device="cpu")
@@ -98,6 +99,9 @@ def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_
     assert isinstance(loaded.network, KPlanesSDF)
     points = np.random.default_rng(0).uniform(-10, 10, (50, 3))
     assert np.allclose(loaded.sdf(points, 0.4), result.model.sdf(points, 0.4), atol=1e-6)
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    assert f"fast: K-Planes 8 x 4 features, {sphere_series.num_frames} time nodes" in capsys.readouterr().out
 
 
 def test_configurations_round_trip_and_bad_ones_are_rejected():
