@@ -2,7 +2,7 @@
 
 Conventions (the authors', shared/DESIGN.md §4): shapes live in the normalised [-1, 1]^3 frame of a
 series; IoU compares occupancy on a ``resolution``^3 grid of nodes over [-1, 1]^3 (128^3 by default);
-Chamfer is the mean of the two directed means of *squared* nearest-neighbour distances between
+Chamfer is the sum of the two directed means of *squared* nearest-neighbour distances between
 area-uniform samples (300k per surface by default); NC takes every ground-truth vertex to its nearest
 predicted vertex and averages ``|n_gt . n_pred|``. The symmetric variants are ONet's: Chamfer-L1 (the
 paper's eq. 6-7, unsquared distances) and NC averaged over both directions on the samples.
@@ -271,7 +271,7 @@ def compare(predicted: Shape, reference: Shape, device: str | torch.device = "cp
     backward = np.abs(np.einsum("ij,ij->i", reference.sample_normals, predicted.sample_normals[ref_index])).mean()
     return dict(
         iou=iou(predicted.occupancy, reference.occupancy),
-        chamfer=float(0.5 * ((pred_to_ref ** 2).mean() + (ref_to_pred ** 2).mean())),
+        chamfer=float((pred_to_ref ** 2).mean() + (ref_to_pred ** 2).mean()),
         nc=float(np.abs(np.einsum("ij,ij->i", reference.normals, predicted.normals[vertex_index])).mean()),
         chamfer_l1=float(0.5 * (pred_to_ref.mean() + ref_to_pred.mean())),
         nc_symmetric=float(0.5 * (forward + backward)))

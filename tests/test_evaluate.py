@@ -53,7 +53,9 @@ def test_sphere_protocols_methods_and_scores(sphere_evaluation):
     assert rows["reconstruction", "DSR"]["n"] == 5 and rows["interpolation", "DSR"]["n"] == 5
     assert rows["future 1-10", "DSR"]["n"] == 2
     assert rows["reconstruction", "DSR"]["iou"] > 0.9 and rows["interpolation", "DSR"]["iou"] > 0.9
-    assert rows["reconstruction", "floor"]["iou"] > 0.97 and rows["reconstruction", "floor"]["nc"] > 0.99
+    floor = rows["reconstruction", "floor"]
+    assert floor["iou"] == 1.0  # by construction: the resampled grid takes its inside from the reference
+    assert floor["nc"] > 0.99
     # the sphere moves and grows linearly: blending neighbours beats copying one
     assert rows["interpolation", "linear SDF"]["iou"] > rows["interpolation", "nearest frame"]["iou"] + 0.02
     assert rows["interpolation", "linear SDF"]["chamfer"] < rows["interpolation", "nearest frame"]["chamfer"]

@@ -58,7 +58,7 @@ def test_concentric_spheres():
     inner, outer = sphere_shape([0, 0, 0], 0.4), sphere_shape([0, 0, 0], 0.6)
     metrics = compare(inner, outer)
     assert metrics["iou"] == pytest.approx((0.4 / 0.6) ** 3, abs=0.02)
-    assert metrics["chamfer"] == pytest.approx(0.2 ** 2, rel=0.02)
+    assert metrics["chamfer"] == pytest.approx(2 * 0.2 ** 2, rel=0.02)  # the sum of both directions
     assert metrics["chamfer_l1"] == pytest.approx(0.2, rel=0.01)
     assert metrics["nc"] > 0.999 and metrics["nc_symmetric"] > 0.999
     itself = compare(outer, outer)
@@ -75,7 +75,7 @@ def test_offset_spheres_against_quadrature():
     directions = fibonacci_sphere(200_000)
     on_a = a + r * directions                       # by symmetry both directed terms are equal
     gap = np.linalg.norm(on_a - b, axis=1) - r
-    assert metrics["chamfer"] == pytest.approx((gap ** 2).mean(), rel=0.03)
+    assert metrics["chamfer"] == pytest.approx(2 * (gap ** 2).mean(), rel=0.03)
     assert metrics["chamfer_l1"] == pytest.approx(np.abs(gap).mean(), rel=0.03)
     nearest_normal = (on_a - b) / np.linalg.norm(on_a - b, axis=1, keepdims=True)
     expected_nc = np.abs((directions * nearest_normal).sum(axis=1)).mean()
@@ -94,7 +94,7 @@ def test_box_against_a_larger_box():
     u = np.linspace(-large, large, 801)
     uu, vv = np.meshgrid(u, u)
     gap2 = (large - small) ** 2 + np.maximum(np.abs(uu) - small, 0) ** 2 + np.maximum(np.abs(vv) - small, 0) ** 2
-    assert metrics["chamfer"] == pytest.approx(0.5 * ((large - small) ** 2 + gap2.mean()), rel=0.02)
+    assert metrics["chamfer"] == pytest.approx((large - small) ** 2 + gap2.mean(), rel=0.02)
 
 
 def test_oriented_points_and_signed_distance_grid_reproduce_the_sphere():
