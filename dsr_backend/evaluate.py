@@ -273,14 +273,16 @@ class Evaluator:
                 f"in (half extent {extent * self.model.normalization.scale:.1f} Å of "
                 f"{self.model.normalization.scale / 1.1:.1f} Å): another protein, selection or trajectory?")
 
-    def run(self, frames: Sequence[int], progress: Progress | None = None) -> EvaluationResult:
-        """Score every method on the reference frames ``frames`` (indices)."""
+    def run(self, frames: Sequence[int], progress: Progress | None = None,
+            all_times: Sequence[float] | None = None) -> EvaluationResult:
+        """Score every method on the reference frames ``frames`` (indices); future frames are counted
+        among ``all_times`` (every frame of the trajectory; default the reference's times)."""
         frames = list(frames)
         for index in frames:
             if not 0 <= index < len(self.reference):
                 raise InvalidInputError(f"frame index {index} is outside the reference (0..{len(self.reference) - 1})")
         times = [float(self.reference.times[i]) for i in frames]
-        protocols = classify(times, self.train_times, self.reference.times)
+        protocols = classify(times, self.train_times, self.reference.times if all_times is None else all_times)
         scores = []
         for done, (index, time, protocol) in enumerate(sorted(zip(frames, times, protocols), key=lambda x: x[1])):
             truth = self.reference_shape(index)
@@ -308,11 +310,12 @@ def _cached(cache: OrderedDict, key: int, make: Callable[[], object]):
 
 def evaluate(model: TrainedModel, reference: ReferenceFrames, frames: Sequence[int], train_times: Sequence[float],
              protein: int | str = 0, baselines: bool = True, progress: Progress | None = None,
-             resolution: int = RESOLUTION, samples: int = SAMPLES) -> EvaluationResult:
+             resolution: int = RESOLUTION, samples: int = SAMPLES,
+             all_times: Sequence[float] | None = None) -> EvaluationResult:
     """Check the reference against the model, then score the model (and the baselines) on ``frames``.
 
     See :class:`Evaluator` for the parameters; ``frames`` are indices into ``reference``.
     """
     evaluator = Evaluator(model, reference, train_times, protein, resolution, samples, baselines)
     evaluator.check_system()
-    return evaluator.run(frames, progress)
+    return evaluator.run(frames, progress, all_times)

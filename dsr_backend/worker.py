@@ -302,17 +302,18 @@ class Engine:
 
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
-                 frames: list[int] | None = None) -> dict:
+                 frames: list[int] | None = None, all_times: list[float] | None = None) -> dict:
         """Score a model against reference atoms (``times`` (K,), ``coords`` (K, N, 3) Å, ``radii`` (N,)) by the
         paper's protocols (:mod:`dsr_backend.evaluate`) on ``frames`` (indices; default all; the baselines
-        need the training frames among the atoms): ``summary``, ``frames``, and ``table`` in markdown."""
+        need the training frames among the atoms; future frames are counted among ``all_times``, default
+        ``times``): ``summary``, ``frames``, and ``table`` in markdown."""
         from .evaluate import ReferenceFrames, evaluate
         from .report import markdown_table
 
         reference = ReferenceFrames.from_atoms(arrays["coords"], arrays["radii"], arrays["times"])
         chosen = range(len(reference)) if frames is None else [int(i) for i in frames]
         result = evaluate(self._stored(model).model, reference, chosen, train_times, protein,
-                          bool(baselines), resolution=int(resolution), samples=int(samples))
+                          bool(baselines), resolution=int(resolution), samples=int(samples), all_times=all_times)
         return dict(result.to_dict(), table=markdown_table(result))
 
     def close(self) -> None:

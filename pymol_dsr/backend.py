@@ -57,7 +57,7 @@ class Backend(Protocol):
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict: ...
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
-                 frames: list[int] | None = None) -> dict: ...
+                 frames: list[int] | None = None, all_times: list[float] | None = None) -> dict: ...
     def close(self) -> None: ...
 
 
@@ -235,9 +235,10 @@ class SubprocessBackend:
 
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
-                 frames: list[int] | None = None) -> dict:
+                 frames: list[int] | None = None, all_times: list[float] | None = None) -> dict:
         return self._call("evaluate", arrays=arrays, model=model, train_times=list(train_times), protein=protein,
-                          resolution=resolution, samples=samples, baselines=baselines, frames=frames)
+                          resolution=resolution, samples=samples, baselines=baselines, frames=frames,
+                          all_times=all_times)
 
     def close(self) -> None:
         """End the worker (it cancels its jobs and deletes its files)."""

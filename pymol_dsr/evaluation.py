@@ -73,7 +73,7 @@ SEE ALSO
     arrays = dict(times=np.asarray(frames.states, dtype=np.float64), coords=frames.coords, radii=frames.radii)
     result = session.backend().evaluate(
         info["name"], arrays, [float(s) for s in trained], list(info["protein_names"]).index(name), resolution,
-        samples, baselines, [needed.index(s) for s in chosen])
+        samples, baselines, [needed.index(s) for s in chosen], all_times=[float(s) for s in range(1, count + 1)])
     if not int(quiet):
         print(f" dsr_evaluate: model '{info['name']}' against {len(chosen)} states of {name}")
         print(result["table"])

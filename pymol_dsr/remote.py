@@ -241,7 +241,7 @@ class RemoteBackend:
 
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
-                 frames: list[int] | None = None) -> dict:
+                 frames: list[int] | None = None, all_times: list[float] | None = None) -> dict:
         raise CmdException("dsr_evaluate does not run on the remote backend yet: save the model (dsr_save), "
                            "load it into an embedded backend (dsr_backend embedded, then dsr_load) and evaluate there")
 
