@@ -59,6 +59,9 @@ SEE ALSO
     info = session.model_info(model)
     name = protein_of(info, object)
     metadata = info.get("metadata") or {}
+    if metadata.get("surface") == "pymol":
+        raise CmdException(f"model '{info['name']}' learned PyMOL's own surface, but dsr_evaluate scores against the "
+                           "solvent-excluded surface (the two differ by IoU ~0.94): train with surface=ses to evaluate")
     selection = f"({metadata['selection']}) and %{name}" if metadata.get("selection") else name
     count = _self.count_states(name)
     chosen = parse_states(states, count, f"object '{name}'")

@@ -76,3 +76,9 @@ def test_another_object_is_refused(trained_peptide):
     finally:
         cmd.delete("pep")
         cmd.set_name("pep_original", "pep")
+
+
+def test_a_model_of_pymols_surface_is_refused(trained_peptide):
+    cmd.do("dsr_train pep, states=1 3, name=pep_pymol, preset=tiny, steps=3, surface=pymol")
+    with pytest.raises(CmdException, match="learned PyMOL's own surface"):
+        dsr_evaluate("pep_pymol", resolution=32, samples=3000)
