@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .metrics import METRIC_NAMES, RESOLUTION, SAMPLES, Shape, compare, signed_distance_grid
-from .query import narrow_band_sdf_grid, vertex_fields
+from .query import sdf_grid, vertex_fields
 from .series import SurfaceSeries
 from .surface import DEFAULT_SPACING, solvent_excluded_surface
 from .trained import TrainedModel
@@ -216,10 +216,14 @@ class Evaluator:
         return _cached(self._grids, index, lambda: signed_distance_grid(self.reference_shape(index), self.resolution))
 
     def model_shape(self, time: float) -> Shape:
-        """The model's zero level set at frame time ``time``, with its exact normals (grad f)."""
+        """The model's zero level set at frame time ``time``, with its exact normals (grad f).
+
+        The grid is dense, not narrow-band: the occupancy IoU reads the sign at every node, and a stray
+        piece smaller than a coarse block must count against the model.
+        """
         model, scale = self.model, self.model.normalization.scale
         t = float(model.time_map.time_to_fraction(time))
-        grid, _ = narrow_band_sdf_grid(model, t, 0.0, self.resolution, self.protein)
+        grid = sdf_grid(model, t, self.resolution, self.protein)
 
         def normals(vertices: np.ndarray) -> np.ndarray:
             return vertex_fields(model, model.normalization.to_angstrom(vertices), t, self.protein)[0]
