@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 MAX_TIMES, MAX_LEVELS = 256, 16
+MAX_QUERY_NODES = 8 * 256 ** 3
+"""Most grid nodes (times x resolution^3) one surface query may ask for; levels share a time's grid."""
+MAX_QUERY_MESHES = 256
+"""Most meshes (times x levels) one surface query may return."""
 
 
 class NotFoundError(DSRError, LookupError):
@@ -112,12 +117,17 @@ class JobService:
         job_id = secrets.token_urlsafe(16)
         job_dir = self._job_dir(job_id)
         os.makedirs(job_dir)
-        np.savez(os.path.join(job_dir, "input.npz"), **arrays)
+        try:
+            np.savez(os.path.join(job_dir, "input.npz"), **arrays)
+            with self._lock:
+                self._check_name_free(settings["name"])
+                self.store.add_job(dict(id=job_id, name=settings["name"], state="queued", phase="queued",
+                                        device=requested, settings=settings,
+                                        created=time.time()))
+        except BaseException:  # a refused or failed submission leaves nothing on disk
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
         with self._lock:
-            self._check_name_free(settings["name"])
-            self.store.add_job(dict(id=job_id, name=settings["name"], state="queued", phase="queued",
-                                    device=requested, settings=settings,
-                                    created=time.time()))
             self._schedule()
         return self.job(job_id)
 
@@ -315,6 +325,10 @@ class JobService:
             raise InvalidInputError("times and levels must be finite numbers")
         if not 8 <= resolution <= self.config.max_resolution:
             raise InvalidInputError(f"resolution must lie in [8, {self.config.max_resolution}]")
+        if len(ts) * resolution ** 3 > MAX_QUERY_NODES or len(ts) * len(levels) > MAX_QUERY_MESHES:
+            raise InvalidInputError(f"ask for at most {MAX_QUERY_MESHES} meshes (times x levels) and "
+                                    f"{MAX_QUERY_NODES:,} grid nodes (times x resolution^3) per query; "
+                                    f"split the request")
 
     def close(self) -> None:
         """Stop: running jobs write a checkpoint and stay 'running' in the database, to resume at next start."""
