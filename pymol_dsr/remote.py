@@ -91,6 +91,16 @@ def unpack_surfaces(arrays: dict[str, np.ndarray]) -> list[list[dict]]:
     return rows
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib would send the Authorization header on to wherever it points."""
+
+    def redirect_request(self, *args, **kwargs) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class RemoteBackend:
     """A ``dsr serve`` service. Checks the address and the token at once.
 
@@ -119,7 +129,7 @@ class RemoteBackend:
             headers["Content-Type"] = "application/octet-stream"
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             raise self._refusal(error) from None

@@ -40,7 +40,7 @@ class Session:
 
     def set_backend(self, kind: str, python: str = "", url: str = "", token: str = "") -> Backend:
         """Switch backends (models of an embedded one are dropped; a remote one keeps its jobs and models);
-        refused while a training of this session runs. ``remote`` needs the server's ``url`` and ``token``."""
+        refused while a training of this session runs, and nothing changes when the new one cannot start. ``remote`` needs the server's ``url`` and ``token``."""
         if kind not in BACKEND_KINDS:
             raise CmdException(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_KINDS)}")
         if kind == "remote" and not url:
@@ -48,15 +48,18 @@ class Session:
         running = [task.name for task in self.tasks.values() if task.running]
         if running:
             raise CmdException(f"'{running[0]}' is still training; dsr_wait or dsr_cancel it first")
+        # start the new backend first: if it cannot start (a wrong token, no server), nothing has changed
+        new = RemoteBackend(url, token) if kind == "remote" else embedded_backend(kind, python)
         with self._lock:
-            old, self._backend = self._backend, None
+            old, self._backend = self._backend, new
             self.kind, self.python, self.url, self._token = kind, python, url, token
+        atexit.register(new.close)
         if old is not None:
             atexit.unregister(old.close)
             old.close()
         self.tasks.clear()
         self.current = ""
-        return self.backend()
+        return new
 
     # ------------------------------------------------------------------ tasks and models
     def add_task(self, task: TrainTask) -> None:

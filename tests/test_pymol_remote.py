@@ -1,4 +1,7 @@
 """The plugin on the remote backend: a real ``dsr serve`` on 127.0.0.1, commands typed as a user would."""
+import http.server
+import threading
+
 import numpy as np
 import pytest
 from pymol import CmdException, cmd
@@ -56,9 +59,11 @@ def test_the_token_comes_from_a_file_or_the_environment_and_is_never_shown(serve
     try:
         shown = dsr_backend(url=server.url, quiet=0)
         assert shown["kind"] == "remote" and token not in repr(shown)
+        working = session_for(cmd).backend()
         with pytest.raises(CmdException, match="refused the token") as refused:
             dsr_backend(url=server.url, token="x" * 40)
         assert "x" * 40 not in refused.value.message
+        assert session_for(cmd).backend() is working  # a refused switch keeps the backend in use
         monkeypatch.delenv(TOKEN_VARIABLE)
         with pytest.raises(CmdException, match="needs the server's token"):
             dsr_backend(url=server.url)
@@ -121,3 +126,36 @@ def test_a_dropped_connection_is_reported_and_the_job_completes_after_a_restart(
     finally:
         server.stop()
         cmd.reinitialize()
+
+
+def test_a_redirect_is_refused_and_the_token_not_sent_on():
+    seen = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    target = http.server.HTTPServer(("127.0.0.1", 0), Target)
+
+    class Redirector(Target):
+        def do_GET(self):
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_port}{self.path}")
+            self.end_headers()
+
+    redirector = http.server.HTTPServer(("127.0.0.1", 0), Redirector)
+    for httpd in (target, redirector):
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(CmdException):
+            RemoteBackend(f"http://127.0.0.1:{redirector.server_port}", "s" * 40)
+        assert seen == []
+    finally:
+        for httpd in (target, redirector):
+            httpd.shutdown()
