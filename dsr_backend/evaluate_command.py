@@ -38,9 +38,9 @@ def load_reference(paths: list[str], select: str, probe: float, spacing: float |
     return ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float), probe, **grid)
 
 
-def training_times(model, reference: "ReferenceFrames", spec: str | None) -> list[float]:
-    """The times the model was trained on: ``--train-frames`` of the reference, else the series the
-    checkpoint names."""
+def training_times(model, reference: "ReferenceFrames", spec: str | None, protein: int | str = 0) -> list[float]:
+    """The times the model was trained on for ``protein``: ``--train-frames`` of the reference, else the
+    frames of that protein in the series the checkpoint names."""
     from .series import SurfaceSeries
 
     if spec:
@@ -49,7 +49,8 @@ def training_times(model, reference: "ReferenceFrames", spec: str | None) -> lis
     if not series or not os.path.isfile(series):
         raise InvalidInputError("cannot tell which frames the model was trained on (its checkpoint names no "
                                 "readable series); give them with --train-frames, e.g. --train-frames 0:80:2")
-    return SurfaceSeries.load(series).times.tolist()
+    loaded = SurfaceSeries.load(series)
+    return loaded.times[loaded.proteins == model.protein_index(protein)].tolist()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -62,7 +63,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     model = TrainedModel.load(args.model, device=args.device)
     reference = load_reference(args.reference, args.select, args.probe, args.spacing, args.no_hydrogens)
     frames = frame_indices(args.frames, len(reference))
-    train = training_times(model, reference, args.train_frames)
+    train = training_times(model, reference, args.train_frames, args.protein)
     bar = tqdm(total=len(frames), desc="evaluate", unit="frame", disable=args.quiet)
 
     def progress(done: int, total: int, label: str) -> None:

@@ -152,3 +152,18 @@ def test_cli_needs_the_training_frames(atom_model, capsys, tmp_path):
     assert run_evaluate(moved, traj) == 2
     assert "--train-frames" in capsys.readouterr().err
     assert run_evaluate(moved, traj, "--train-frames", "0:9:2", "--no-baselines", "--frames", "0:4") == 0
+
+
+def test_training_times_are_those_of_the_protein_scored(sphere_series, tmp_path):
+    from dsr_backend import SurfaceSeries, preset, train
+    from dsr_backend.evaluate_command import training_times
+
+    two = SurfaceSeries(sphere_series.points, sphere_series.normals, times=[1.0, 3.0, 5.0, 2.0, 4.0],
+                        proteins=[0, 0, 0, 1, 1], protein_names=["a", "b"])
+    path = tmp_path / "two.npz"
+    two.save(path)
+    model = train(two, preset("tiny", num_proteins=2, steps=2), device="cpu",
+                  metadata={"series": str(path)}).model
+    reference = ReferenceFrames.from_series(two)
+    assert training_times(model, reference, None, "a") == [1.0, 3.0, 5.0]
+    assert training_times(model, reference, None, 1) == [2.0, 4.0]
