@@ -78,6 +78,7 @@ def test_the_token_file_is_private_and_kept(tmp_path):
 
 def test_train_then_query_surfaces_download_and_upload_checkpoints(server, trained, sphere, tmp_path):
     job = next(job for job in server.json("GET", "/jobs") if job["name"] == trained)
+    assert os.listdir(os.path.join(server.data_dir, "jobs", job["id"])) == ["checkpoint.pt"]  # the model only
     assert job["step"] == job["total"] == 40 and job["loss"] > 0 and job["metrics"]["steps_per_second"] > 0
     assert job["preset"] == "tiny" and job["finished"] >= job["started"] >= job["created"]
     info = server.json("GET", f"/models/{trained}")
@@ -217,6 +218,8 @@ def test_same_name_conflicts_and_cancel_of_running_and_queued_jobs(server, serie
     server.json("POST", f"/jobs/{running['id']}/cancel")
     job = server.wait_job(running["id"])
     assert job["state"] == "cancelled" and 0 < job["step"] < 100_000
+    for ended in (running["id"], queued["id"]):  # nothing of a cancelled job is kept
+        assert os.listdir(os.path.join(server.data_dir, "jobs", ended)) == []
     assert not {"long", "later"} & {model["name"] for model in server.json("GET", "/models")}
     assert server.request("POST", "/jobs/nope/cancel")[0] == 404
 

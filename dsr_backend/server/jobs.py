@@ -2,7 +2,7 @@
 
 Every job and model is a row in SQLite (:class:`~.store.Store`); a job's files lie in
 ``DATA_DIR/jobs/<id>/``: ``input.npz`` (the validated upload), ``series.npz`` and ``checkpoint.pt`` (written
-by the engine). Jobs wait in the queue until a device has a free slot. A job that was running when the
+by the engine); once a job's end is recorded only a finished job's ``checkpoint.pt`` (its model) stays. Jobs wait in the queue until a device has a free slot. A job that was running when the
 service stopped (SIGKILL included) is queued again at the next start and resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -148,6 +148,7 @@ class JobService:
             record = self.job(job_id)
             if record["state"] == "queued":
                 self.store.update_job(job_id, state="cancelled", phase="queued", finished=time.time(), eta=None)
+                self._remove(os.path.join(self._job_dir(job_id), "input.npz"))
             elif job_id in self._runs:
                 self.engine.cancel(self._runs[job_id].engine_id)
         return self.job(job_id)
@@ -224,11 +225,13 @@ class JobService:
                 except Exception as error:  # a job must end with a state, whatever failed
                     logger.exception("storing the model of job %s failed", job_id)
                     snapshot = dict(snapshot, state="failed", error=f"storing the model failed: {error}")
-            elif snapshot["state"] == "cancelled":
-                self._remove(os.path.join(self._job_dir(job_id), "checkpoint.pt"))
             fields.update(state=snapshot["state"], error=snapshot["error"], eta=None, finished=time.time())
             self.store.update_job(job_id, **fields)
             del self._runs[job_id], self._job_of[snapshot["id"]]
+        # the end is recorded: the inputs (and a cancelled job's checkpoint) will not be read again
+        leftovers = ["input.npz", "series.npz"] + (["checkpoint.pt"] if snapshot["state"] == "cancelled" else [])
+        for leftover in leftovers:
+            self._remove(os.path.join(self._job_dir(job_id), leftover))
         self._schedule()
 
     @staticmethod
