@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from skimage import measure
 
 from .errors import InvalidInputError
+from .query import unit_grid_axis, unit_marching_cubes
 
 RESOLUTION = 128
 SAMPLES = 300_000
@@ -35,7 +35,7 @@ def grid_axis(resolution: int = RESOLUTION) -> np.ndarray:
     """Node coordinates along one axis of the evaluation grid over [-1, 1]."""
     if resolution < 2:
         raise InvalidInputError(f"the evaluation grid needs at least 2 nodes per axis, got {resolution}")
-    return np.linspace(-1.0, 1.0, resolution)
+    return unit_grid_axis(resolution)
 
 
 def grid_nodes(resolution: int = RESOLUTION) -> np.ndarray:
@@ -199,10 +199,7 @@ def grid_mesh(grid: np.ndarray, what: str = "the surface") -> tuple[np.ndarray, 
     if not grid.min() < 0 < grid.max():
         raise EmptySurfaceError(f"{what} is empty: its signed distance is {'positive' if grid.min() >= 0 else 'negative'}"
                                 f" everywhere on the grid (range {grid.min():.3g} .. {grid.max():.3g})")
-    step = 2.0 / (len(grid) - 1)
-    vertices, faces, normals, _ = measure.marching_cubes(grid, level=0.0, spacing=(step,) * 3,
-                                                         gradient_direction="descent")
-    return vertices - 1.0, faces.astype(np.int64), -normals  # "descent" normals point inward
+    return unit_marching_cubes(grid, 0.0)
 
 
 def signed_distance_grid(shape: Shape, resolution: int | None = None,

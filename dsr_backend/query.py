@@ -144,12 +144,17 @@ def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple
     """Marching cubes of an SDF grid (Å) at ``level`` Å; vertices in Å, faces wound outward."""
     if not grid.min() <= level <= grid.max():
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    vertices, faces, _ = unit_marching_cubes(grid, level)
+    return model.normalization.to_angstrom(vertices).astype(np.float32), faces
+
+
+def unit_marching_cubes(grid: np.ndarray, level: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marching cubes of a grid over [-1, 1]^3 at ``level``: unit-frame vertices, faces wound
+    counter-clockwise seen from outside (where the field is larger), and outward unit normals."""
     step = 2.0 / (len(grid) - 1)
-    # "descent" winds the triangles counter-clockwise seen from the side where f is larger (outside)
-    vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=(step,) * 3,
-                                                   gradient_direction="descent")
-    vertices = model.normalization.to_angstrom(vertices - 1.0).astype(np.float32)
-    return vertices, faces.astype(np.int64)
+    vertices, faces, normals, _ = measure.marching_cubes(grid, level=level, spacing=(step,) * 3,
+                                                         gradient_direction="descent")
+    return vertices - 1.0, faces.astype(np.int64), -normals  # "descent" normals point inward
 
 
 def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
