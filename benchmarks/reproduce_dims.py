@@ -21,6 +21,7 @@ import torch
 from dsr_backend.config import preset
 from dsr_backend.evaluate import ReferenceFrames, evaluate
 from dsr_backend.evaluate_command import frame_indices
+from dsr_backend.query import MIN_COMPONENT
 from dsr_backend.report import format_value, markdown_table, write_reports
 from dsr_backend.series import SurfaceSeries
 from dsr_backend.surface import solvent_excluded_surface
@@ -47,19 +48,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", default=":", help="frames to score, START:STOP:STEP (default: all 98)")
     parser.add_argument("--resolution", type=int, default=128, help="IoU grid (default 128, the paper's)")
     parser.add_argument("--samples", type=int, default=300_000, help="Chamfer samples (default 300k, the paper's)")
+    parser.add_argument("--min-component", type=float, default=MIN_COMPONENT,
+                        help=f"smallest piece of the model's surface kept, share of the largest (default {MIN_COMPONENT})")
     parser.add_argument("-o", "--output", default="dims_out", help="folder for series, model, tables and plots")
     return parser.parse_args()
 
 
-def train_model(atoms, args: argparse.Namespace) -> TrainedModel:
-    """Surfaces of the training frames, then training until the preset's steps or the time budget."""
+def training_series(atoms, output: str) -> tuple[SurfaceSeries, str]:
+    """The surfaces of the training frames as a series, saved in ``output``; the series and its path."""
     start = time.perf_counter()
     surfaces = [solvent_excluded_surface(atoms.coords[f], atoms.radii) for f in TRAIN_FRAMES]
     series = SurfaceSeries([s.points for s in surfaces], [s.normals for s in surfaces],
                            times=np.array(TRAIN_FRAMES, float), protein_names=["adk"])
-    series_path = os.path.join(args.output, "series.npz")
+    series_path = os.path.join(output, "series.npz")
     series.save(series_path)
     print(f"surfaces of {len(TRAIN_FRAMES)} training frames: {time.perf_counter() - start:.0f} s")
+    return series, series_path
+
+
+def train_model(atoms, args: argparse.Namespace) -> TrainedModel:
+    """Surfaces of the training frames, then training until the preset's steps or the time budget."""
+    series, series_path = training_series(atoms, args.output)
     overrides = {"steps": args.steps} if args.steps else {}
     trainer = Trainer(series, preset(args.preset, **overrides), device=args.device,
                       metadata={"series": os.path.abspath(series_path), "atoms": len(atoms.radii)})
@@ -110,7 +119,7 @@ def main() -> None:
 
     frames = frame_indices(args.frames, len(reference))
     result = evaluate(model, reference, frames, TRAIN_FRAMES, progress=progress,
-                      resolution=args.resolution, samples=args.samples)
+                      resolution=args.resolution, samples=args.samples, min_component=args.min_component)
     result.settings.update(minutes=args.minutes, threads=args.threads, steps=model.step, frames=args.frames)
     write_reports(result, args.output)
     text = comparison(result)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .errors import DSRError, InvalidInputError
-from .evaluate_command import add_evaluate_parser
+from .evaluate_command import add_evaluate_parser, add_min_component_argument
 from .server.serve import add_serve_arguments, cmd_serve
 
 if TYPE_CHECKING:
@@ -235,7 +235,8 @@ def cmd_surface(args: argparse.Namespace) -> None:
         times = [float(model.time_map.time_to_fraction(s)) for s in parse_times(args.state)]
     else:
         times = parse_times(args.t or ["0.5"])
-    meshes = extract_surfaces(model, times, args.level, args.resolution, args.protein, with_speed=args.speed)
+    meshes = extract_surfaces(model, times, args.level, args.resolution, args.protein, with_speed=args.speed,
+                              min_component=args.min_component)
     for row, paths in zip(meshes, output_paths(args.output, times, args.level)):
         for mesh, path in zip(row, paths):
             speed = mesh.values.get("speed")
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=128, help="grid nodes per axis (default 128)")
     p.add_argument("--protein", default="0", help="protein name or index (default 0)")
     p.add_argument("--speed", action="store_true", help="store per-vertex normal speed (PLY 'speed')")
+    add_min_component_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--output", required=True, help="mesh file (.ply or .obj)")
     p.set_defaults(func=cmd_surface)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .metrics import METRIC_NAMES, RESOLUTION, SAMPLES, Shape, compare, signed_distance_grid
-from .query import sdf_grid, vertex_fields
+from .query import MIN_COMPONENT, check_min_component, drop_small_components, sdf_grid
 from .series import SurfaceSeries
 from .surface import DEFAULT_SPACING, solvent_excluded_surface
 from .trained import TrainedModel
@@ -174,15 +174,18 @@ class Evaluator:
     protein : whose surface, for a model of several proteins.
     resolution, samples : the IoU grid and the Chamfer sample count (the paper's 128 and 300k).
     baselines : also score the baselines.
+    min_component : the model's surface leaves out inside pieces smaller than this fraction of the largest,
+        as surface queries do (see :func:`dsr_backend.query.drop_small_components`); 0 scores every piece.
     """
 
     def __init__(self, model: TrainedModel, reference: ReferenceFrames, train_times: Sequence[float],
                  protein: int | str = 0, resolution: int = RESOLUTION, samples: int = SAMPLES,
-                 baselines: bool = True):
+                 baselines: bool = True, min_component: float = MIN_COMPONENT):
         self.model, self.reference = model, reference
         self.train_times = np.unique(np.asarray(train_times, dtype=np.float64))
         self.protein = model.protein_index(protein)
         self.resolution, self.samples, self.baselines = int(resolution), int(samples), baselines
+        self.min_component = check_min_component(min_component)
         if self.samples < 100:
             raise InvalidInputError(f"Chamfer needs at least 100 samples per surface, got {self.samples}")
         self.device = model.device
@@ -216,19 +219,15 @@ class Evaluator:
         return _cached(self._grids, index, lambda: signed_distance_grid(self.reference_shape(index), self.resolution))
 
     def model_shape(self, time: float) -> Shape:
-        """The model's zero level set at frame time ``time``, with its exact normals (grad f).
+        """The model's zero level set at frame time ``time`` as a surface query gives it (specks below
+        ``min_component`` left out), with the mesh's vertex normals like every other method.
 
-        The grid is dense, not narrow-band: the occupancy IoU reads the sign at every node, and a stray
-        piece smaller than a coarse block must count against the model.
+        The grid is dense, not narrow-band: the occupancy IoU reads the sign at every node.
         """
         model, scale = self.model, self.model.normalization.scale
         t = float(model.time_map.time_to_fraction(time))
-        grid = sdf_grid(model, t, self.resolution, self.protein)
-
-        def normals(vertices: np.ndarray) -> np.ndarray:
-            return vertex_fields(model, model.normalization.to_angstrom(vertices), t, self.protein)[0]
-
-        return Shape.from_sdf_grid(grid / scale, normals, self.samples, what=f"the model's surface at {time:g} "
+        grid = drop_small_components(sdf_grid(model, t, self.resolution, self.protein) / scale, 0.0, self.min_component)
+        return Shape.from_sdf_grid(grid, self.samples, what=f"the model's surface at {time:g} "
                                    f"(t={t:.3g}; the model has not learned a surface there)")
 
     # ------------------------------------------------------------------ methods
@@ -297,7 +296,8 @@ class Evaluator:
         settings = dict(resolution=self.resolution, samples=self.samples, protein=self.model.protein_names[self.protein],
                         reference="atoms (solvent-excluded surface mesh)" if self.reference.has_atoms
                         else "oriented points", probe=self.reference.probe, spacing=self.reference.spacing,
-                        model_step=self.model.step, preset=self.model.config.preset)
+                        model_step=self.model.step, preset=self.model.config.preset,
+                        min_component=self.min_component)
         return EvaluationResult(scores, self.train_times.tolist(), settings)
 
 
@@ -315,11 +315,11 @@ def _cached(cache: OrderedDict, key: int, make: Callable[[], object]):
 def evaluate(model: TrainedModel, reference: ReferenceFrames, frames: Sequence[int], train_times: Sequence[float],
              protein: int | str = 0, baselines: bool = True, progress: Progress | None = None,
              resolution: int = RESOLUTION, samples: int = SAMPLES,
-             all_times: Sequence[float] | None = None) -> EvaluationResult:
+             all_times: Sequence[float] | None = None, min_component: float = MIN_COMPONENT) -> EvaluationResult:
     """Check the reference against the model, then score the model (and the baselines) on ``frames``.
 
     See :class:`Evaluator` for the parameters; ``frames`` are indices into ``reference``.
     """
-    evaluator = Evaluator(model, reference, train_times, protein, resolution, samples, baselines)
+    evaluator = Evaluator(model, reference, train_times, protein, resolution, samples, baselines, min_component)
     evaluator.check_system()
     return evaluator.run(frames, progress, all_times)

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from .errors import InvalidInputError
+from .query import MIN_COMPONENT
 from .trajectory import parse_frame_slice
 
 
@@ -74,13 +75,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         grid = {key: value for key, value in (("resolution", args.resolution), ("samples", args.samples))
                 if value is not None}
         result = evaluate(model, reference, frames, train, args.protein, baselines=not args.no_baselines,
-                          progress=progress, **grid)
+                          progress=progress, min_component=args.min_component, **grid)
     finally:
         bar.close()
     print(markdown_table(result))
     if args.output:
         paths = write_reports(result, args.output, plots=not args.no_plots)
         print(f"wrote {', '.join(os.path.basename(p) for p in paths)} to {args.output}")
+
+
+def add_min_component_argument(parser: argparse.ArgumentParser) -> None:
+    """``--min-component``: the smallest inside piece a model's surface keeps."""
+    parser.add_argument("--min-component", type=float, default=MIN_COMPONENT, metavar="FRACTION",
+                        help="leave out floating pieces smaller than this fraction of the largest piece's volume "
+                             f"(default {MIN_COMPONENT}; 0 keeps every piece)")
 
 
 def add_evaluate_parser(commands) -> None:
@@ -101,6 +109,7 @@ def add_evaluate_parser(commands) -> None:
     p.add_argument("--resolution", type=int, help="IoU grid nodes per axis (default 128, the paper's)")
     p.add_argument("--samples", type=int, help="Chamfer samples per surface (default 300000, the paper's)")
     p.add_argument("--no-baselines", action="store_true", help="score the model only")
+    add_min_component_argument(p)
     p.add_argument("--no-plots", action="store_true", help="write tables only")
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--output", help="folder for summary.md/.csv, frames.csv, results.json and plots")

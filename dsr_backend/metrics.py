@@ -167,17 +167,13 @@ class Shape:
         return cls(oriented_point_occupancy(points, normals, resolution), points, normals, points, normals)
 
     @classmethod
-    def from_sdf_grid(cls, grid: np.ndarray, normals: np.ndarray | None = None, samples: int = SAMPLES,
-                      seed: int = 0, what: str = "the surface") -> "Shape":
-        """The zero level set of a signed distance grid on the evaluation nodes (negative inside).
-
-        ``normals`` replaces the grid-gradient normals at the marching-cubes vertices when given (e.g. a
-        model's exact gradient); it may be a function of the vertices.
-        """
-        vertices, faces, grid_normals = grid_mesh(grid, what)
-        vertex_normals = grid_normals if normals is None else (normals(vertices) if callable(normals) else normals)
-        samples_xyz, samples_n = sample_surface(vertices, faces, vertex_normals, samples, seed)
-        return cls(grid < 0, vertices, _unit(np.asarray(vertex_normals, np.float64)), samples_xyz, samples_n)
+    def from_sdf_grid(cls, grid: np.ndarray, samples: int = SAMPLES, seed: int = 0,
+                      what: str = "the surface") -> "Shape":
+        """The zero level set of a signed distance grid on the evaluation nodes (negative inside), with the
+        marching-cubes vertex normals (the grid's gradient)."""
+        vertices, faces, normals = grid_mesh(grid, what)
+        samples_xyz, samples_n = sample_surface(vertices, faces, normals, samples, seed)
+        return cls(grid < 0, vertices, _unit(np.asarray(normals, np.float64)), samples_xyz, samples_n)
 
     def tree(self, which: str) -> cKDTree:
         """k-d tree of ``vertices`` or ``samples``, built once."""

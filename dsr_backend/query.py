@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 from skimage import measure
 
 from .errors import InvalidInputError, ResourceLimitError
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 MIN_RESOLUTION = 8
 BYTES_PER_GRID_POINT = 4 * 6  # the float32 grid plus marching-cubes work arrays, measured roughly
+MIN_COMPONENT = 0.01
+"""Default smallest inside piece a surface keeps, as a fraction of the volume of its largest piece."""
 
 
 @dataclass
@@ -140,6 +143,37 @@ def vertex_fields(model: TrainedModel, vertices: np.ndarray, t: float, protein: 
     return normals_np, speed_np
 
 
+def check_min_component(fraction: float) -> float:
+    """``fraction`` as a float if it is a valid smallest-piece fraction in [0, 1]."""
+    value = float(fraction)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"min_component is a fraction of the largest piece's volume in [0, 1], got {fraction}")
+    return value
+
+
+def drop_small_components(grid: np.ndarray, level: float = 0.0, min_fraction: float = MIN_COMPONENT) -> np.ndarray:
+    """``grid`` without the inside pieces smaller than ``min_fraction`` of the largest one.
+
+    The pieces are the connected sets of nodes below ``level`` (26-neighbourhood, so a speck touching
+    the body even at a corner stays). The nodes of a dropped piece are mirrored about ``level``, so
+    marching cubes leaves out the floating specks a trained field can have while the rest of the grid
+    is unchanged. Cavities (pieces outside) are kept. ``min_fraction`` 0 returns ``grid`` itself.
+    """
+    if check_min_component(min_fraction) == 0.0:
+        return grid
+    labels, count = ndimage.label(grid < level, structure=np.ones((3, 3, 3), bool))
+    if count < 2:
+        return grid
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    small = sizes < min_fraction * sizes.max()
+    small[0] = False
+    drop = small[labels]
+    cleaned = grid.copy()
+    cleaned[drop] = 2.0 * level - grid[drop]
+    return cleaned
+
+
 def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of an SDF grid (Å) at ``level`` Å; vertices in Å, faces wound outward."""
     if not grid.min() <= level <= grid.max():
@@ -160,7 +194,7 @@ def unit_marching_cubes(grid: np.ndarray, level: float = 0.0) -> tuple[np.ndarra
 def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
                      levels: Sequence[float] | float = 0.0, resolution: int = 128, protein: int | str = 0,
                      with_speed: bool = False, max_bytes: int | None = None,
-                     narrow_band: bool = True) -> list[list[Mesh]]:
+                     narrow_band: bool = True, min_component: float = MIN_COMPONENT) -> list[list[Mesh]]:
     """Level sets of the model at several times.
 
     Parameters
@@ -173,6 +207,8 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
     with_speed : add ``values["speed"]``, the normal speed in Å per unit t.
     narrow_band : evaluate the network coarse to fine near the levels only (same mesh, a fraction of the
         evaluations); False evaluates every grid node.
+    min_component : leave out inside pieces smaller than this fraction of the largest one (floating
+        specks, see :func:`drop_small_components`); 0 keeps every piece.
 
     Returns
     -------
@@ -183,6 +219,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
     level_values = _finite_levels(levels)
     index = model.protein_index(protein)
     check_resolution(resolution, max_bytes)
+    check_min_component(min_component)
     result = []
     for t in times:
         if narrow_band:
@@ -191,7 +228,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
             grid = sdf_grid(model, t, resolution, index, max_bytes=max_bytes)
         row = []
         for level in level_values:
-            vertices, faces = mesh_from_grid(grid, model, float(level))
+            vertices, faces = mesh_from_grid(drop_small_components(grid, level, min_component), model, float(level))
             if len(faces) == 0:
                 logger.warning("level %.3g Å is not reached at t=%.3g (SDF range %.3g..%.3g Å)",
                                level, t, grid.min(), grid.max())
@@ -204,6 +241,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
 
 def extract_surface(model: TrainedModel, t: float = 0.5, level: float = 0.0, resolution: int = 128,
                     protein: int | str = 0, with_speed: bool = False, max_bytes: int | None = None,
-                    narrow_band: bool = True) -> Mesh:
+                    narrow_band: bool = True, min_component: float = MIN_COMPONENT) -> Mesh:
     """The level set at one time; see :func:`extract_surfaces`."""
-    return extract_surfaces(model, [t], [level], resolution, protein, with_speed, max_bytes, narrow_band)[0][0]
+    return extract_surfaces(model, [t], [level], resolution, protein, with_speed, max_bytes, narrow_band,
+                            min_component)[0][0]

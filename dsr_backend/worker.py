@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from .config import PRESETS, preset
 from .errors import DSRError, InvalidInputError
-from .query import extract_surfaces, sdf_grid
+from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .series import SurfaceSeries
 from .surface import solvent_excluded_surface
 from .train import Trainer
@@ -284,11 +284,14 @@ class Engine:
 
     # ------------------------------------------------------------------ queries
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
-                 protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]:
+                 protein: int | str = 0, with_speed: bool = False,
+                 min_component: float | None = None) -> list[list[dict]]:
         """Level sets at several times: ``result[i][j]`` is a dict ``t``, ``level``, ``vertices`` (V, 3) Å,
-        ``faces`` (F, 3), ``normals`` (V, 3) and, with ``with_speed``, ``speed`` (V,) Å per unit t."""
+        ``faces`` (F, 3), ``normals`` (V, 3) and, with ``with_speed``, ``speed`` (V,) Å per unit t.
+        ``min_component`` (None: the library's default) drops floating specks, see ``extract_surfaces``."""
         meshes = extract_surfaces(self._stored(model).model, list(ts), list(levels), int(resolution), protein,
-                                  bool(with_speed))
+                                  bool(with_speed),
+                                  min_component=MIN_COMPONENT if min_component is None else min_component)
         return [[dict(t=m.t, level=m.level, vertices=m.vertices, faces=m.faces, normals=m.normals, **m.values)
                  for m in row] for row in meshes]
 

@@ -53,7 +53,8 @@ class Backend(Protocol):
     def save_model(self, name: str, path: str) -> dict: ...
     def load_model(self, path: str, name: str, device: str = "") -> dict: ...
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
-                 protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]: ...
+                 protein: int | str = 0, with_speed: bool = False,
+                 min_component: float | None = None) -> list[list[dict]]: ...
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict: ...
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
@@ -226,9 +227,10 @@ class SubprocessBackend:
         return self._call("load_model", path=path, name=name, device=device)
 
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
-                 protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]:
+                 protein: int | str = 0, with_speed: bool = False,
+                 min_component: float | None = None) -> list[list[dict]]:
         return self._call("surfaces", model=model, ts=list(ts), levels=list(levels), resolution=resolution,
-                          protein=protein, with_speed=with_speed)
+                          protein=protein, with_speed=with_speed, min_component=min_component)
 
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:
         return self._call("sdf_grid", model=model, t=t, resolution=resolution, protein=protein)

@@ -8,7 +8,7 @@ from pymol.shortcut import Shortcut
 
 from .atoms import extract_atoms
 from .evaluation import dsr_evaluate
-from .parsing import parse_int, parse_values
+from .parsing import parse_fraction, parse_int, parse_values
 from .remote import check_url, resolve_token
 from .session import BACKEND_KINDS, session_for
 from .surfaces import DEFAULT_RESOLUTION, TimePoints, default_name, protein_of, show_surface
@@ -186,6 +186,9 @@ ARGUMENTS
 
     as = cgo (triangles), mesh (lines) or map (SDF map + isosurfaces, for a few times) {default: cgo}
 
+    min_component = float: leave out floating pieces smaller than this fraction of the largest
+    piece's volume; 0 shows every piece {default: 0.01}
+
 EXAMPLES
 
     dsr_surface t=0.5
@@ -193,12 +196,15 @@ EXAMPLES
     dsr_surface state=37.5, color=speed
     dsr_surface t=1.2, level=-1 0 1
     dsr_surface t=0.5, as=map
+    dsr_surface t=0.5, min_component=0
 
 SEE ALSO
 
     dsr_train, dsr_list, isolevel
     """
-    options = _keywords(kwargs, **{"as": "cgo"})
+    options = _keywords(kwargs, **{"as": "cgo", "min_component": ""})
+    specks = str(options["min_component"]).strip()
+    min_component = parse_fraction(specks, "min_component") if specks else None
     session = session_for(_self)
     info = session.model_info(model)
     times = TimePoints.of(info, t, state, _self.get_state())
@@ -210,7 +216,7 @@ SEE ALSO
     color = str(color).strip()
     color = color.lower() if color.lower() in ("auto", "speed") else color
     summary = show_surface(session.backend(), info, times, levels, name, resolution, color,
-                           str(options["as"]).strip().lower(), protein, _self)
+                           str(options["as"]).strip().lower(), protein, min_component, _self)
     _say(quiet, f" dsr_surface: {summary}")
     return name
 

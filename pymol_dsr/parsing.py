@@ -87,6 +87,14 @@ def _range(token: str, what: str) -> list[float]:
     return [start + (stop - start) * i / (count - 1) for i in range(count)]
 
 
+def parse_fraction(value: Union[str, float], what: str = "value") -> float:
+    """One number in [0, 1]."""
+    numbers = parse_values(value, what)
+    if len(numbers) != 1 or not 0.0 <= numbers[0] <= 1.0:
+        raise CmdException(f"{what} must be one fraction in [0, 1], got '{value}'")
+    return numbers[0]
+
+
 def parse_int(value: Union[str, int], what: str = "value", minimum: int | None = None) -> int:
     """A whole number, at least ``minimum`` if given."""
     try:

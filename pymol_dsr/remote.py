@@ -239,9 +239,12 @@ class RemoteBackend:
         return _arrays(self._request("GET", f"/models/{self._quote(model)}/{what}?{query}", timeout=TRANSFER_TIMEOUT))
 
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
-                 protein: int | str = 0, with_speed: bool = False) -> list[list[dict]]:
+                 protein: int | str = 0, with_speed: bool = False,
+                 min_component: float | None = None) -> list[list[dict]]:
+        extra = {} if min_component is None else {"min_component": float(min_component)}
         arrays = self._query(model, "surface", t=[float(t) for t in ts], level=[float(v) for v in levels],
-                             resolution=int(resolution), protein=protein, speed=str(bool(with_speed)).lower())
+                             resolution=int(resolution), protein=protein, speed=str(bool(with_speed)).lower(),
+                             **extra)
         return unpack_surfaces(arrays)
 
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:

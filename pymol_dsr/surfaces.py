@@ -105,7 +105,7 @@ def vertex_colors(meshes: list[list[dict]], color: str, levels: Sequence[float],
 
 def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequence[float], name: str,
                  resolution: int = DEFAULT_RESOLUTION, color: str = "auto", style: str = "cgo", protein: str = "",
-                 _self=cmd) -> str:
+                 min_component: float | None = None, _self=cmd) -> str:
     """Query the model and (re)place object ``name``; returns a one-line summary.
 
     Parameters
@@ -118,6 +118,8 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
         blue-white-red), or a PyMOL colour name.
     style : ``cgo`` (triangles), ``mesh`` (lines) or ``map`` (SDF map + isosurfaces).
     protein : object name of a multi-object model.
+    min_component : leave out floating pieces smaller than this fraction of the largest piece's volume
+        (None: the backend's default; 0 keeps every piece). A map shows the whole field.
     """
     if style not in STYLES:
         raise CmdException(f"as must be one of {', '.join(STYLES)}, got '{style}'")
@@ -125,7 +127,8 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
     states = times.display_states()
     if style == "map":
         return _show_maps(backend, info, times, levels, name, resolution, color, protein, states, _self)
-    meshes = backend.surfaces(info["name"], times.t, list(levels), resolution, protein, color == "speed")
+    meshes = backend.surfaces(info["name"], times.t, list(levels), resolution, protein, color == "speed",
+                              min_component)
     colors, scale = vertex_colors(meshes, color, levels, _self)
     objects = [np.concatenate([mesh_cgo(mesh, c, style) for mesh, c in zip(row, row_colors)])
                for row, row_colors in zip(meshes, colors)]

@@ -96,6 +96,7 @@ def test_series_from_given_oriented_points(tmp_path, sphere_series):
     (["surface", "{tmp}/garbage.pt", "-o", "{tmp}/x.ply"], "not a readable pymol-dsr checkpoint"),
     (["surface", "{model}", "--t", "nan", "-o", "{tmp}/x.ply"], "t must be finite"),
     (["surface", "{model}", "--t", "0.5", "--resolution", "3", "-o", "{tmp}/x.ply"], "resolution must be at least"),
+    (["surface", "{model}", "--min-component", "2", "-o", "{tmp}/x.ply"], "min_component is a fraction"),
     (["surface", "{model}", "--t", "0.5", "--resolution", "100000", "-o", "{tmp}/x.ply"], "use a resolution of at most"),
     (["surface", "{model}", "--t", "0.5", "-o", "{tmp}/x.stl"], "output must end in .ply or .obj"),
     (["surface", "{model}", "--t", "a:b", "-o", "{tmp}/x.ply"], "START:STOP:COUNT"),

@@ -48,6 +48,8 @@ def test_the_worker_trains_and_answers_queries_with_arrays(worker, peptide_array
     assert mesh["vertices"].dtype == np.float32 and mesh["faces"].shape[1] == 3
     assert mesh["speed"].shape == (len(mesh["vertices"]),)
     assert cKDTree(coords[1]).query(mesh["vertices"])[0].mean() < 2.5
+    with pytest.raises(CmdException, match="min_component is a fraction"):
+        worker.surfaces("w", [0.5], [0.0], min_component=3.0)
     grid = worker.sdf_grid("w", 0.5, resolution=16)
     assert grid["grid"].shape == (16, 16, 16) and len(grid["origin"]) == 3 and grid["spacing"] > 0
     worker.save_model("w", str(tmp_path / "w.pt"))

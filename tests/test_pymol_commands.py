@@ -132,6 +132,15 @@ def test_mesh_and_map_styles(trained):
     assert np.all(low <= atoms.min(axis=0)) and np.all(high >= atoms.max(axis=0))
 
 
+def test_specks_are_left_out_unless_asked(trained):
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=clean, resolution=48")
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=all_pieces, resolution=48, min_component=0")
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=largest, resolution=48, min_component=1")
+    counts = {name: len(read_cgo(name)[0]["vertices"]) for name in ("clean", "all_pieces", "largest")}
+    assert counts["largest"] > 1000
+    assert counts["largest"] <= counts["clean"] <= counts["all_pieces"]
+
+
 def test_save_and_load_round_trip(trained, tmp_path):
     path = tmp_path / "model.pt"
     cmd.do(f"dsr_save {trained}, {path}")
@@ -204,6 +213,8 @@ def test_background_training_status_wait_and_cancel(trained, capsys):
     ("dsr_surface t=0.5, model={model}, color=speed, as=map", "color=speed needs as=cgo or as=mesh"),
     ("dsr_surface t=0:1:20, model={model}, as=map", "use at most 10 times"),
     ("dsr_surface t=0.5, model={model}, resolution=4", "resolution must be at least 8"),
+    ("dsr_surface t=0.5, model={model}, min_component=2", "min_component must be one fraction in [0, 1]"),
+    ("dsr_surface t=0.5, model={model}, min_component=lots", "min_component must be a number"),
     ("dsr_surface t=0.5, model={model}, shape=round", "unknown argument 'shape'"),
     ("dsr_load /no/such/file.pt", "no such file"),
     ("dsr_save {model}", "needs a file name"),

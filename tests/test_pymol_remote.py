@@ -46,6 +46,8 @@ def test_train_then_surface_save_and_load_from_the_plugin(remote_session, server
     cmd.do("dsr_surface t=0:1:3, model=remote_pep, name=movie, resolution=32")
     assert cmd.count_states("movie") == 3
     mesh = remote_session.backend().surfaces("remote_pep", [0.0], [0.0], resolution=40)[0][0]
+    with pytest.raises(CmdException, match="min_component is a fraction"):
+        remote_session.backend().surfaces("remote_pep", [0.0], [0.0], resolution=40, min_component=-1)
     assert cKDTree(cmd.get_coords("pep", 1)).query(mesh["vertices"])[0].mean() < 2.5
     cmd.do(f"dsr_save remote_pep, {tmp_path / 'remote.pt'}")
     assert (tmp_path / "remote.pt").stat().st_size > 0

@@ -177,6 +177,7 @@ def test_bad_checkpoints_and_queries_are_refused(server, trained):
                                                                            + [f"level={j}" for j in range(16)]),
                                    400, "at most 256 meshes"),
                                   (f"/models/{trained}/surface?protein=ghost", 400, "ghost"),
+                                  (f"/models/{trained}/surface?min_component=1.5", 400, "min_component"),
                                   ("/models/ghost/surface", 404, "no DSR model named 'ghost'")):
         code, reply = server.request("GET", query)
         assert code == status and reason in json.loads(reply)["detail"], (query, reply)

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import __version__
 from ..errors import CheckpointError, DSRError, InvalidInputError, ResourceLimitError
+from ..query import MIN_COMPONENT
 from .auth import token_matches
 from .jobs import ConflictError, JobService, NotFoundError
 from .wire import npz_bytes, pack_surfaces
@@ -129,11 +130,12 @@ def create_app(service: JobService, token: str, docs: bool = True) -> FastAPI:
     @api.get("/models/{name}/surface", tags=["queries"], response_class=Response, responses=NPZ_RESPONSE)
     def surface(name: str, t: Annotated[list[float], Query()] = [0.5],
                 level: Annotated[list[float], Query()] = [0.0], resolution: int = 64, protein: str = "0",
-                speed: bool = False) -> Response:
+                speed: bool = False, min_component: float = MIN_COMPONENT) -> Response:
         """Meshes at every ``t`` (fraction of the trained range; repeat the parameter for several) and every
         ``level`` (Å), as an ``.npz``: ``t``, ``level``, ``vertex_counts`` and ``face_counts`` (T, L), then
-        ``vertices``, ``normals``, ``faces`` (per-mesh indices) and ``speed`` of all meshes in order."""
-        rows = service.surfaces(name, t, level, resolution, parse_protein(protein), speed)
+        ``vertices``, ``normals``, ``faces`` (per-mesh indices) and ``speed`` of all meshes in order.
+        Floating pieces smaller than ``min_component`` of the largest piece's volume are left out (0 keeps all)."""
+        rows = service.surfaces(name, t, level, resolution, parse_protein(protein), speed, min_component)
         return Response(pack_surfaces(rows), media_type=NPZ)
 
     @api.get("/models/{name}/sdf", tags=["queries"], response_class=Response, responses=NPZ_RESPONSE)

@@ -307,12 +307,12 @@ class JobService:
         return name
 
     def surfaces(self, name: str, ts: list[float], levels: list[float], resolution: int, protein: int | str,
-                 with_speed: bool) -> list[list[dict]]:
+                 with_speed: bool, min_component: float | None = None) -> list[list[dict]]:
         """Meshes of model ``name`` at every t and level (see :meth:`Engine.surfaces`)."""
         self._check_query(ts, levels, resolution)
         name = self._ready(name)
         with self._queries:
-            return self.engine.surfaces(name, ts, levels, resolution, protein, with_speed)
+            return self.engine.surfaces(name, ts, levels, resolution, protein, with_speed, min_component)
 
     def sdf_grid(self, name: str, t: float, resolution: int, protein: int | str) -> dict:
         """The SDF on a grid over the series box (see :meth:`Engine.sdf_grid`)."""

@@ -1,0 +1,164 @@
+"""Training wall time to reach a reconstruction IoU on the DIMS benchmark, one preset per run; ``--compare``
+sets runs side by side and prints the time ratios.
+
+    python benchmarks/time_to_accuracy.py --preset fast --minutes 10 --threads 1 -o tta/fast
+    python benchmarks/time_to_accuracy.py --preset paper --minutes 75 --threads 1 -o tta/paper
+    python benchmarks/time_to_accuracy.py --compare tta/fast tta/paper
+
+Run the presets at the same time (one core each) so that both see the same machine. Training is that of
+``reproduce_dims.py`` (states 1-80:2 of adenylate kinase) until the preset's steps or the budget; the network
+is copied at probe times growing by ``--growth`` (copies are not counted as training time) and every copy is
+scored after training: reconstruction IoU on the paper's 128^3 grid (narrow-band query, specks below 1 %
+dropped as surface queries do) on ``--frames`` against their solvent-excluded surfaces.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import torch
+
+from dsr_backend.config import preset
+from dsr_backend.evaluate import ReferenceFrames
+from dsr_backend.evaluate_command import frame_indices
+from dsr_backend.metrics import RESOLUTION, iou, mesh_occupancy
+from dsr_backend.query import drop_small_components, narrow_band_sdf_grid
+from dsr_backend.train import Trainer
+from dsr_backend.trained import TrainedModel
+from dsr_backend.trajectory import read_atom_frames
+from reproduce_dims import PAPER, TRAIN_FRAMES, training_series
+
+TARGETS = (0.80, 0.85, 0.88, 0.90, 0.92, PAPER["reconstruction"]["iou"][0])
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="fast", help="model preset to train (default fast)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget (default 10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--first", type=float, default=15.0, help="first probe after this many seconds (default 15)")
+    parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
+    parser.add_argument("--frames", default="0:80:20", help="training frames scored, START:STOP:STEP (default 0:80:20)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-o", "--output", default="tta_out", help="folder for the series and curve.json")
+    parser.add_argument("--compare", nargs="+", metavar="RUN", help="output folders of runs to compare, fastest last")
+    return parser.parse_args()
+
+
+def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
+    """Train, copying the weights at each probe time; the copies with their training time and step."""
+    trainer = Trainer(series, preset(args.preset), device=args.device)
+    budget, next_probe, paused = args.minutes * 60.0, args.first, 0.0
+    copies: list[dict] = []
+    cancel = threading.Event()
+    started = time.perf_counter()
+
+    def progress(step: int, total: int, record: dict) -> None:
+        nonlocal next_probe, paused
+        seconds = time.perf_counter() - started - paused
+        if seconds >= next_probe or seconds >= budget or step == total:
+            copy_started = time.perf_counter()
+            state = {**trainer.state(), "optimizer_state": None}
+            state["model_state"] = {k: v.detach().clone() for k, v in state["model_state"].items()}
+            copies.append(dict(seconds=seconds, step=step, loss=record["loss"], state=state))
+            print(f"  {seconds:7.1f} s  step {step}/{total}  loss {record['loss']:.4g}", flush=True)
+            while next_probe <= seconds:
+                next_probe *= args.growth
+            paused += time.perf_counter() - copy_started
+        if seconds >= budget:
+            cancel.set()
+
+    trainer.run(progress=progress, cancel=cancel)
+    return copies
+
+
+def reference_occupancy(atoms, frames: list[int], normalization) -> dict[int, np.ndarray]:
+    """Inside/outside of each frame's solvent-excluded surface on the evaluation grid of the model's frame."""
+    reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))
+    occupancy = {}
+    for frame in frames:
+        surface = reference.surface(atoms.coords[frame])
+        occupancy[frame] = mesh_occupancy(normalization.to_unit(surface.vertices), surface.faces, RESOLUTION)
+    return occupancy
+
+
+def score(copies: list[dict], occupancy: dict[int, np.ndarray], device: str) -> list[dict]:
+    """Mean and per-frame reconstruction IoU of every copy."""
+    curve = []
+    for copy in copies:
+        model = TrainedModel.from_state(copy["state"], torch.device(device))
+        ious = []
+        for frame, truth in occupancy.items():
+            t = float(model.time_map.time_to_fraction(frame))
+            grid, _ = narrow_band_sdf_grid(model, t, 0.0, RESOLUTION)
+            ious.append(iou(drop_small_components(grid) < 0, truth))
+        curve.append(dict(seconds=copy["seconds"], step=copy["step"], loss=copy["loss"], iou=float(np.mean(ious)),
+                          frame_iou=ious))
+        print(f"  {copy['seconds']:7.1f} s  step {copy['step']:6d}  IoU {np.mean(ious):.4f}", flush=True)
+    return curve
+
+
+def time_to_reach(curve: list[dict], target: float) -> float | None:
+    """Training seconds of the first probe at or above ``target`` (None if never)."""
+    return next((point["seconds"] for point in curve if point["iou"] >= target), None)
+
+
+def compare(folders: list[str]) -> None:
+    """Seconds to each target IoU per run, and each run's time over the last (fastest) run's."""
+    runs = []
+    for folder in folders:
+        with open(os.path.join(folder, "curve.json"), encoding="utf-8") as handle:
+            runs.append(json.load(handle))
+    names = [f"{run['preset']} ({run['threads']} thr)" for run in runs]
+    print("| IoU reached | " + " | ".join(names) + " | ratio vs " + names[-1] + " |")
+    print("|---:|" + "---:|" * (len(runs) + 1))
+    for target in TARGETS:
+        times = [time_to_reach(run["curve"], target) for run in runs]
+        cells = [f"{t:.0f} s" if t is not None else f"not in {run['curve'][-1]['seconds']:.0f} s"
+                 for t, run in zip(times, runs)]
+        fastest = times[-1]
+        ratios = []
+        for t, run in zip(times[:-1], runs[:-1]):
+            if fastest is None:
+                ratios.append("-")
+            elif t is None:
+                ratios.append(f"> {run['curve'][-1]['seconds'] / fastest:.1f}x")
+            else:
+                ratios.append(f"{t / fastest:.1f}x")
+        print(f"| {target:.4f} | " + " | ".join(cells) + " | " + ", ".join(ratios) + " |")
+    for name, run in zip(names, runs):
+        last = run["curve"][-1]
+        print(f"{name}: best IoU {max(p['iou'] for p in run['curve']):.4f}, last {last['iou']:.4f} after "
+              f"{last['seconds']:.0f} s ({last['step']} steps)")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.compare:
+        compare(args.compare)
+        return
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.output, exist_ok=True)
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    atoms = read_atom_frames(PSF, [DCD], select="protein")
+    frames = frame_indices(args.frames, len(atoms.coords))
+    if not set(frames) <= set(TRAIN_FRAMES):
+        raise SystemExit(f"--frames must be training frames ({TRAIN_FRAMES[0]}..{TRAIN_FRAMES[-1]} step 2)")
+    series, _ = training_series(atoms, args.output)
+    print(f"training {args.preset} for up to {args.minutes:g} min on {torch.get_num_threads()} thread(s)")
+    copies = train_with_probes(series, args)
+    print(f"scoring {len(copies)} probes on frames {frames}")
+    curve = score(copies, reference_occupancy(atoms, frames, series.normalization), args.device)
+    result = dict(preset=args.preset, threads=args.threads, frames=frames, curve=curve)
+    with open(os.path.join(args.output, "curve.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    compare([args.output])
+
+
+if __name__ == "__main__":
+    main()
