@@ -80,12 +80,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
-    "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=3000, lr=1e-2,
+    "fast": dict(model=KPlanesConfig(features=32), batch_size=4096, frames_per_step=0, epochs=3000, lr=1e-2,
                  lr_decay_epochs=1000, time_smoothness=1e-3),
     # The smallest useful model, for tests.
     "tiny": dict(model=ModelConfig(hidden=64, layers=4, skip_layer=2, latent_dim=8, init_radius=0.6),
                  batch_size=2048, frames_per_step=0, epochs=400, lr=2e-3, lr_decay_epochs=200),
 }
+
+
+DEFAULT_PRESET = "fast"
+"""The preset of a training that names none (PyMOL, the worker, the service)."""
 
 
 def preset(name: str, num_proteins: int = 1, **overrides: Any) -> TrainConfig:

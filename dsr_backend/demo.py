@@ -1,4 +1,4 @@
-"""The quick-start job: adenylate kinase (MDAnalysisTests) -> surfaces -> small model -> meshes + picture."""
+"""The quick-start job: adenylate kinase (MDAnalysisTests) -> surfaces -> fast model -> meshes + picture."""
 from __future__ import annotations
 
 import os
@@ -85,7 +85,7 @@ def run_demo(output: str = "demo_out", steps: int = 1000, quiet: bool = False) -
         if step % 25 == 0:
             bar.set_postfix(loss=f"{record['loss']:.4g}")
 
-    config = preset("small", steps=steps, checkpoint_every=500)
+    config = preset("fast", steps=steps, checkpoint_every=500)
     checkpoint = os.path.join(output, "adk_model.pt")
     result = train(series, config, checkpoint=checkpoint, device="cpu", progress=progress,
                    metadata={"source": "MDAnalysisTests adk_dims.dcd", "frames": TRAIN_FRAMES})

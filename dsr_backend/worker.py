@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .config import PRESETS, preset
+from .config import DEFAULT_PRESET, PRESETS, preset
 from .errors import DSRError, InvalidInputError
 from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .series import SurfaceSeries
@@ -124,7 +124,7 @@ class Engine:
         name = str(settings.get("name") or "")
         if not name:
             raise InvalidInputError("a training job needs a model name")
-        preset(str(settings.get("preset") or "small"))  # unknown presets and devices fail here, not later
+        preset(str(settings.get("preset") or DEFAULT_PRESET))  # unknown presets and devices fail here, not later
         resolve_device(settings.get("device") or None)
         with self._lock:
             if any(job.name == name and job.state == "running" for job in self._jobs.values()):
@@ -222,7 +222,7 @@ class Engine:
         else:
             overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every")
                          if int(settings.get(key) or 0) > 0}
-            config = preset(str(settings.get("preset") or "small"), num_proteins=series.num_proteins, **overrides)
+            config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=series.num_proteins, **overrides)
             trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
         job.phase, job.step, job.total = "training", trainer.step, trainer.total_steps
         self._update(job, force=True)

@@ -1,5 +1,5 @@
 # DSR quick start: adenylate kinase opening (98-frame DIMS trajectory shipped by MDAnalysisTests),
-# a small DSR model trained on the CPU (a few minutes), its surfaces at t = 0, 0.5 (coloured by normal
+# a fast DSR model (K-Planes) trained on the CPU (a few minutes), its surfaces at t = 0, 0.5 (coloured by normal
 # speed) and 1 next to the cartoon, a ray-traced picture and the model file in demo_out/.
 #
 #   pip install torch==2.13.0 -e ".[demo,pymol]"
@@ -15,7 +15,7 @@ cmd.load_traj(DCD, "adk")
 python end
 
 # every 8th of the first 81 states (1, 9, ..., 81), async=0 also makes the GUI wait for the model
-dsr_train adk, states=1-81:8, preset=small, async=0
+dsr_train adk, states=1-81:8, preset=fast, async=0
 dsr_save adk_dsr, demo_out/adk_dsr.pt
 
 dsr_surface t=0, name=adk_t0

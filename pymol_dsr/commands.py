@@ -42,7 +42,7 @@ def _say(quiet, line: str) -> None:
         print(line)
 
 
-def dsr_train(selection: str = "", states: str = "", name: str = "", preset: str = "small", steps: int = 0,
+def dsr_train(selection: str = "", states: str = "", name: str = "", preset: str = "fast", steps: int = 0,
               surface: str = "ses", device: str = "", quiet: int = 1, *, _self=cmd, **kwargs) -> str:
     """
 DESCRIPTION
@@ -72,8 +72,8 @@ ARGUMENTS
 
     name = str: name of the model {default: <first object>_dsr}
 
-    preset = paper (8x512 MLP, for a GPU), small (CPU, minutes), fast (K-Planes: more detail in
-    the same minutes, a few small floating specks) or tiny (tests) {default: small}
+    preset = fast (K-Planes features and a small MLP: minutes on a CPU, seconds on a GPU),
+    small (a 6x128 MLP), paper (the paper's 8x512 MLP, for a GPU) or tiny (tests) {default: fast}
 
     steps = int: training steps {default: the preset's}
 

@@ -11,7 +11,7 @@ from .commands import dsr_surface, dsr_train
 from .session import session_for
 from .training import progress_line
 
-PRESET_CHOICES = ("small", "fast", "tiny", "paper")
+PRESET_CHOICES = ("fast", "small", "tiny", "paper")  # the first is the default
 SLIDER_STEPS = 100          # slider positions per unit of t
 SLIDER_MAX_T = 1.25         # the slider reaches a quarter of the range past the last trained state
 

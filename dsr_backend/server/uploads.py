@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PRESETS
+from ..config import DEFAULT_PRESET, PRESETS
 from ..errors import InvalidInputError
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
@@ -147,7 +147,7 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
     if unknown:
         raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     check_name(settings.get("name"))
-    preset = settings.setdefault("preset", "small")
+    preset = settings.setdefault("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     steps = settings.setdefault("steps", 0)
