@@ -108,15 +108,18 @@ def time_to_reach(curve: list[dict], target: float) -> float | None:
 
 
 def compare(folders: list[str]) -> None:
-    """Seconds to each target IoU per run, and each run's time over the last (fastest) run's."""
+    """Seconds to each target IoU per run, and each run's time over the last (fastest) run's; the first row is
+    the best IoU the weakest run reached."""
     runs = []
     for folder in folders:
         with open(os.path.join(folder, "curve.json"), encoding="utf-8") as handle:
             runs.append(json.load(handle))
-    names = [f"{run['preset']} ({run['threads']} thr)" for run in runs]
+    names = [f"{os.path.basename(os.path.normpath(folder))} ({run['preset']}, {run['threads']} thr)"
+             for folder, run in zip(folders, runs)]
     print("| IoU reached | " + " | ".join(names) + " | ratio vs " + names[-1] + " |")
     print("|---:|" + "---:|" * (len(runs) + 1))
-    for target in TARGETS:
+    weakest = min(max(point["iou"] for point in run["curve"]) for run in runs)
+    for target in sorted({weakest, *TARGETS}):
         times = [time_to_reach(run["curve"], target) for run in runs]
         cells = [f"{t:.0f} s" if t is not None else f"not in {run['curve'][-1]['seconds']:.0f} s"
                  for t, run in zip(times, runs)]
