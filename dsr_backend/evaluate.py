@@ -15,17 +15,22 @@ neighbouring training frames blended linearly; beyond the window, extrapolated f
 ``linear atoms`` (their atom coordinates blended, then a fresh solvent-excluded surface; needs atoms);
 and on every frame the ``floor``: the reference surface against itself resampled on the evaluation grid
 (its signed distance grid meshed again), the best a model read out on that grid can do.
+
+Where the model has no surface (it learned none at that time) the frame gets no numbers for ``DSR``: its
+metrics are NaN, and the summary averages the other frames and counts these as ``empty``. A model with no
+surface at any scored frame, or a reference or baseline without one, stops the evaluation.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+import logging
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import InvalidInputError
-from .metrics import METRIC_NAMES, RESOLUTION, SAMPLES, Shape, compare, signed_distance_grid
+from .metrics import METRIC_NAMES, RESOLUTION, SAMPLES, EmptySurfaceError, Shape, compare, signed_distance_grid
 from .query import MIN_COMPONENT, check_min_component, drop_small_components, sdf_grid
 from .series import SurfaceSeries
 from .surface import DEFAULT_SPACING, solvent_excluded_surface
@@ -38,6 +43,7 @@ MIN_EXTENT = 0.75     # ... and reach at least this share of the model's box ext
 _CACHE = 4            # shapes and signed distance grids kept (a held-out frame needs its two neighbours)
 
 Progress = Callable[[int, int, str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,18 +149,22 @@ class EvaluationResult:
     settings: dict = field(default_factory=dict)
 
     def summary(self) -> list[dict]:
-        """Per protocol and method (in :data:`PROTOCOLS` and :data:`METHODS` order): ``n``, and the mean
-        and standard deviation of every metric."""
+        """Per protocol and method (in :data:`PROTOCOLS` and :data:`METHODS` order): ``n`` frames, of them
+        ``empty`` without a surface, and the mean and standard deviation of every metric over the others
+        (NaN when there are none)."""
         rows = []
         for protocol in PROTOCOLS:
             for method in METHODS:
                 chosen = [s.metrics for s in self.scores if s.protocol == protocol and s.method == method]
                 if not chosen:
                     continue
-                row = dict(protocol=protocol, method=method, n=len(chosen))
+                empty = sum(np.isnan(m["iou"]) for m in chosen)
+                row = dict(protocol=protocol, method=method, n=len(chosen), empty=int(empty))
                 for name in METRIC_NAMES:
                     values = np.array([m[name] for m in chosen])
-                    row[name], row[f"{name}_std"] = float(values.mean()), float(values.std())
+                    values = values[~np.isnan(values)]
+                    row[name] = float(values.mean()) if len(values) else float("nan")
+                    row[f"{name}_std"] = float(values.std()) if len(values) else float("nan")
                 rows.append(row)
         return rows
 
@@ -286,13 +296,24 @@ class Evaluator:
                 raise InvalidInputError(f"frame index {index} is outside the reference (0..{len(self.reference) - 1})")
         times = [float(self.reference.times[i]) for i in frames]
         protocols = classify(times, self.train_times, self.reference.times if all_times is None else all_times)
-        scores = []
+        scores, empty = [], []
         for done, (index, time, protocol) in enumerate(sorted(zip(frames, times, protocols), key=lambda x: x[1])):
             truth = self.reference_shape(index)
             for method, build in self.candidates(index, protocol).items():
-                scores.append(FrameScore(time, protocol, method, compare(build(), truth, self.device)))
+                try:
+                    metrics = compare(build(), truth, self.device)
+                except EmptySurfaceError as error:
+                    if method != "DSR":
+                        raise
+                    logger.warning("%s; frame %g left out of the means", error, time)
+                    metrics = {name: float("nan") for name in METRIC_NAMES}
+                    empty.append(error)
+                scores.append(FrameScore(time, protocol, method, metrics))
             if progress is not None:
                 progress(done + 1, len(frames), f"{protocol} {time:g}")
+        if empty and len(empty) == len(frames):
+            raise EmptySurfaceError(f"the model has no surface at any of the {len(frames)} frames scored "
+                                    f"(first: {empty[0]})")
         settings = dict(resolution=self.resolution, samples=self.samples, protein=self.model.protein_names[self.protein],
                         reference="atoms (solvent-excluded surface mesh)" if self.reference.has_atoms
                         else "oriented points", probe=self.reference.probe, spacing=self.reference.spacing,

@@ -22,12 +22,14 @@ def format_value(name: str, mean: float, std: float) -> str:
 
 
 def markdown_table(result: EvaluationResult, metrics: tuple[str, ...] = METRIC_NAMES) -> str:
-    """One row per protocol and method: frames, then mean ± std of each metric."""
+    """One row per protocol and method: frames (and how many had no surface), then mean ± std of each
+    metric over the frames with a surface."""
     lines = ["| protocol | method | frames | " + " | ".join(HEADERS[m] for m in metrics) + " |",
              "|---|---|---:|" + "---:|" * len(metrics)]
     for row in result.summary():
         cells = [format_value(m, row[m], row[f"{m}_std"]) for m in metrics]
-        lines.append(f"| {row['protocol']} | {row['method']} | {row['n']} | " + " | ".join(cells) + " |")
+        frames = f"{row['n']} ({row['empty']} empty)" if row["empty"] else str(row["n"])
+        lines.append(f"| {row['protocol']} | {row['method']} | {frames} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import torch
 from dsr_backend.cli import main
 from dsr_backend.evaluate import ReferenceFrames, classify, evaluate, neighbours
 from dsr_backend.metrics import EmptySurfaceError
+from dsr_backend.query import sdf_grid
 from dsr_backend.report import markdown_table, write_reports
 from dsr_backend.trained import TrainedModel
 from tests.conftest import TRAIN_STATES
@@ -72,13 +73,38 @@ def test_reports(sphere_evaluation, tmp_path):
     assert (tmp_path / "frames.csv").read_text().splitlines()[0].startswith("time,protocol,method,iou,chamfer,nc")
 
 
-def test_empty_model_surface_is_an_error(trained_sphere, sphere):
-    model = TrainedModel.load(trained_sphere[1], device="cpu")
+def shifted_model(checkpoint, shift):
+    """The trained sphere model with ``shift`` (unit frame) added to its output: its spheres shrink by that."""
+    model = TrainedModel.load(checkpoint, device="cpu")
     with torch.no_grad():
-        list(model.network.parameters())[-1].add_(5.0)  # the output bias: positive everywhere
+        list(model.network.parameters())[-1].add_(shift)  # the output bias
+    return model
+
+
+def test_frames_without_a_model_surface_are_counted_not_scored(trained_sphere, sphere):
+    """Shifted up by half-way between its deepest values at the first and the last state, the model keeps
+    a surface only at the last (the sphere grows)."""
+    checkpoint = trained_sphere[1]
+    model = TrainedModel.load(checkpoint, device="cpu")
+    deepest = [sdf_grid(model, float(model.time_map.time_to_fraction(s)), GRID["resolution"]).min()
+               for s in (TRAIN_STATES[0], TRAIN_STATES[-1])]
+    assert deepest[1] < deepest[0] - 0.5  # Å
+    model = shifted_model(checkpoint, -np.mean(deepest) / model.normalization.scale)
     reference = ReferenceFrames.from_series(sphere.series(TRAIN_STATES, points_per_frame=2000))
-    with pytest.raises(EmptySurfaceError, match="has not learned a surface"):
-        evaluate(model, reference, [0], TRAIN_STATES, baselines=False, **GRID)
+    result = evaluate(model, reference, [0, 4], TRAIN_STATES, baselines=False, **GRID)
+    first, last = result.scores
+    assert np.isnan(first.metrics["iou"]) and np.isnan(first.metrics["chamfer"])
+    assert 0.0 < last.metrics["iou"] < 1.0
+    row = result.summary()[0]
+    assert row["n"] == 2 and row["empty"] == 1 and row["iou"] == last.metrics["iou"]
+    assert "| reconstruction | DSR | 2 (1 empty) |" in markdown_table(result)
+
+
+def test_a_model_without_any_surface_is_an_error(trained_sphere, sphere):
+    model = shifted_model(trained_sphere[1], 5.0)  # positive everywhere
+    reference = ReferenceFrames.from_series(sphere.series(TRAIN_STATES, points_per_frame=2000))
+    with pytest.raises(EmptySurfaceError, match="no surface at any of the 2 frames.*has not learned a surface"):
+        evaluate(model, reference, [0, 1], TRAIN_STATES, baselines=False, **GRID)
 
 
 # ---------------------------------------------------------------------- atoms and the CLI
