@@ -32,6 +32,7 @@ class TrainConfig:
     eikonal_weight: float = 0.1       # lambda
     latent_weight: float = 1e-3       # alpha
     time_smoothness: float = 0.0      # weight of the K-Planes time smoothness penalty
+    distance_weight: float = 0.0      # weight of the signed distance term near the surface (0: IGR only)
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
     precision: str = "fp32"           # "fp32" or "bf16" (matrix products in bfloat16)
@@ -46,6 +47,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0 or self.frames_per_step < 0 or self.checkpoint_every < 0:
             raise InvalidInputError("steps, frames_per_step and checkpoint_every must not be negative")
+        if self.distance_weight < 0 or self.time_smoothness < 0:
+            raise InvalidInputError("distance_weight and time_smoothness must not be negative")
         if not self.lr > 0:
             raise InvalidInputError(f"lr must be positive, got {self.lr}")
 
@@ -80,8 +83,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
-    "fast": dict(model=KPlanesConfig(features=32), batch_size=4096, frames_per_step=0, epochs=3000, lr=1e-2,
-                 lr_decay_epochs=1000, time_smoothness=1e-3),
+    # Besides the IGR terms it fits the signed distance to the surface points near the surface.
+    "fast": dict(model=KPlanesConfig(features=64), batch_size=4096, frames_per_step=0, epochs=3000, lr=1e-2,
+                 lr_decay_epochs=1000, time_smoothness=1e-3, distance_weight=1.0),
     # The smallest useful model, for tests.
     "tiny": dict(model=ModelConfig(hidden=64, layers=4, skip_layer=2, latent_dim=8, init_radius=0.6),
                  batch_size=2048, frames_per_step=0, epochs=400, lr=2e-3, lr_decay_epochs=200),

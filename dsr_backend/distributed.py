@@ -50,8 +50,8 @@ POLL_SECONDS = 0.1
 class ReplicaLoss(nn.Module):
     """The loss of one process's part of the batch, scaled so that DDP's gradient average is exact.
 
-    With ``b`` of ``B`` surface points and ``s`` of ``S`` samples of D on this process, the surface and
-    normal terms are weighted by ``N b / B``, the eikonal term by ``N s / S`` and the latent term by 1,
+    With ``b`` of ``B`` surface points and ``s`` of ``S`` samples of D on this process, the surface, normal
+    and distance terms are weighted by ``N b / B``, the eikonal term by ``N s / S`` and the latent term by 1,
     so the mean over the N processes is the loss of the whole batch.
     """
 
@@ -66,7 +66,8 @@ class ReplicaLoss(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.eikonal_weight,
                                self.latent_weight, dtype=self.dtype,
-                               smoothness_weight=self.config.time_smoothness / self.scale)
+                               smoothness_weight=self.config.time_smoothness / self.scale,
+                               distance_weight=self.config.distance_weight)
         return self.scale * loss, terms
 
 
@@ -117,7 +118,8 @@ class DistributedTrainer(Trainer):
         loss, terms = self.replica(batch)
         # the mean of the scaled losses is the whole batch's loss; point terms add up by share, and terms
         # of the parameters alone (latent codes, ...) are the same on every process
-        shares = {"surface": self.surface_share, "normal": self.surface_share, "eikonal": self.space_share}
+        shares = {"surface": self.surface_share, "normal": self.surface_share, "distance": self.surface_share,
+                  "eikonal": self.space_share}
         weights = [1.0 / self.world_size] + [shares.get(name, 1.0 / self.world_size) for name in terms]
         values = torch.stack([loss.detach(), *terms.values()]) * torch.tensor(weights, device=self.device)
         dist.all_reduce(values)

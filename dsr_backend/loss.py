@@ -15,7 +15,8 @@ GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], SDF
 def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal_weight: float = 0.1,
              latent_weight: float = 1e-3, gradient_fn: GradientFn | None = None,
              dtype: torch.dtype = torch.float32,
-             smoothness_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             smoothness_weight: float = 0.0,
+             distance_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of eq. 2-3 on one batch.
 
     ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
@@ -24,6 +25,8 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``; benchmarks pass the plain
     autograd reference). With ``smoothness_weight`` > 0, adds that times the model's
     ``time_smoothness()`` (the K-Planes penalty on second differences in time), reported as "smoothness".
+    With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
+    ``d`` being the batch's ``near_distance`` (signed distance to the frame's points), reported as "distance".
 
     Returns
     -------
@@ -42,6 +45,11 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     latent = model.latents.weight.norm(dim=1).mean()
     total = surface + normal_weight * normal + eikonal_weight * eikonal + latent_weight * latent
     terms = {"surface": surface, "normal": normal, "eikonal": eikonal, "latent": latent}
+    if distance_weight > 0:
+        if batch.near_distance is None:
+            raise ValueError("the distance term needs batches with near_distance (SeriesSampler(distances=True))")
+        terms["distance"] = (sdf[count:2 * count] - batch.near_distance).abs().mean()
+        total = total + distance_weight * terms["distance"]
     if smoothness_weight > 0:
         terms["smoothness"] = model.time_smoothness()
         total = total + smoothness_weight * terms["smoothness"]

@@ -45,9 +45,10 @@ class Batch:
     surface_n: torch.Tensor        # (B, 3)
     surface_t: torch.Tensor        # (B,)
     surface_protein: torch.Tensor  # (B,)
-    space_x: torch.Tensor          # (B + B // 8, 3) samples from D
+    space_x: torch.Tensor          # (B + B // 8, 3) samples from D: B near the surface, then uniform ones
     space_t: torch.Tensor
     space_protein: torch.Tensor
+    near_distance: torch.Tensor | None = None  # (B,) signed distance of the near samples, if asked for
 
 
 class SeriesSampler:
@@ -57,11 +58,13 @@ class SeriesSampler:
     (all frames when 0), the same number of points from each chosen frame. The eikonal samples of D are
     every surface point moved by Gaussian noise of standard deviation equal to its distance to its
     ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
-    [-1, 1]^3 at the times and proteins of random batch points (IGR).
+    [-1, 1]^3 at the times and proteins of random batch points (IGR). With ``distances``, each batch also
+    carries the signed distance of its near-surface samples to their frame's point cloud: the distance to
+    the nearest point, negative where the sample lies behind that point's normal.
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
-                 global_fraction: float = 0.125, device: torch.device | str = "cpu"):
+                 global_fraction: float = 0.125, device: torch.device | str = "cpu", distances: bool = False):
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.frames_per_step = int(frames_per_step) if frames_per_step else series.num_frames
@@ -77,6 +80,7 @@ class SeriesSampler:
         self.sigmas = torch.as_tensor(np.concatenate(sigmas), device=self.device)
         self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
         self.frame_protein = torch.as_tensor(series.proteins, device=self.device)
+        self.nearest = FrameNearest(unit, self.device) if distances else None
 
     def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
         """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
@@ -102,11 +106,55 @@ class SeriesSampler:
         index = self.offsets[own] + torch.minimum(within, self.sizes[own] - 1)
         x, t, protein = self.points[index], self.frame_t[own], self.frame_protein[own]
         donor_frame = frame[donors[mine_global]]
+        near = x + noise[mine] * self.sigmas[index, None]
         return Batch(
             surface_x=x, surface_n=self.normals[index], surface_t=t, surface_protein=protein,
-            space_x=torch.cat([x + noise[mine] * self.sigmas[index, None], uniform[mine_global]]),
+            space_x=torch.cat([near, uniform[mine_global]]),
             space_t=torch.cat([t, self.frame_t[donor_frame]]),
-            space_protein=torch.cat([protein, self.frame_protein[donor_frame]]))
+            space_protein=torch.cat([protein, self.frame_protein[donor_frame]]),
+            near_distance=None if self.nearest is None else self.signed_distance(near, own))
+
+    def signed_distance(self, x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Distance from each point of ``x`` (B, 3) to the nearest surface point of its ``frame`` (B,),
+        negative behind that point's normal."""
+        distance = torch.empty(len(x), device=self.device)
+        for which in torch.unique(frame).tolist():
+            rows = torch.nonzero(frame == which).squeeze(1)
+            index = self.offsets[which] + self.nearest(which, x[rows])
+            offset = x[rows] - self.points[index]
+            distance[rows] = offset.norm(dim=1) * torch.sign((offset * self.normals[index]).sum(dim=1))
+        return distance
+
+
+class FrameNearest:
+    """Nearest-point look-ups in the point cloud of each frame.
+
+    ``method`` "auto" uses pykeops on CUDA and cKDTrees on CPU; "keops" and "kdtree" force one.
+    """
+
+    def __init__(self, clouds: list[np.ndarray], device: torch.device | str = "cpu", method: str = "auto"):
+        device = torch.device(device)
+        if method == "auto":
+            method = "keops" if device.type == "cuda" else "kdtree"
+        if method not in ("keops", "kdtree"):
+            raise ValueError(f"method must be 'auto', 'keops' or 'kdtree', got {method!r}")
+        self.method = method
+        if method == "keops":
+            self.clouds = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in clouds]
+        else:
+            from scipy.spatial import cKDTree
+
+            self.trees = [cKDTree(c) for c in clouds]
+
+    def __call__(self, frame: int, queries: torch.Tensor) -> torch.Tensor:
+        """Index (within ``frame``'s cloud) of the nearest point to each query (Q, 3), on the queries' device."""
+        if self.method == "kdtree":
+            _, index = self.trees[frame].query(queries.cpu().numpy())
+            return torch.as_tensor(index, dtype=torch.long, device=queries.device)
+        from pykeops.torch import LazyTensor
+
+        rows, cols = LazyTensor(queries[:, None, :].contiguous()), LazyTensor(self.clouds[frame][None, :, :])
+        return ((rows - cols) ** 2).sum(-1).argmin(dim=1).view(-1).long()
 
 
 def part_slice(length: int, index: int, count: int) -> slice:

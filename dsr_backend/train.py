@@ -68,7 +68,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
         self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
-                                     config.global_fraction, self.device)
+                                     config.global_fraction, self.device, distances=config.distance_weight > 0)
         self.step = 0
         self.total_steps = config.total_steps(series.num_frames)
         self.history: list[dict[str, float]] = []
@@ -120,7 +120,8 @@ class Trainer:
         batch = self.sampler.sample(self.generator)
         loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
                                self.config.latent_weight, dtype=self.compute_dtype,
-                               smoothness_weight=self.config.time_smoothness)
+                               smoothness_weight=self.config.time_smoothness,
+                               distance_weight=self.config.distance_weight)
         return loss, {"loss": loss.detach(), **terms}
 
     @property

@@ -35,10 +35,10 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_parts_of_a_batch_are_the_whole_batch(sphere_series):
-    sampler = SeriesSampler(sphere_series, 1001, frames_per_step=2)
+    sampler = SeriesSampler(sphere_series, 1001, frames_per_step=2, distances=True)
     whole = sampler.sample(torch.Generator().manual_seed(3))
     parts = [sampler.sample(torch.Generator().manual_seed(3), part=(k, 3)) for k in range(3)]
-    for name in ("surface_x", "surface_n", "surface_t", "surface_protein"):
+    for name in ("surface_x", "surface_n", "surface_t", "surface_protein", "near_distance"):
         assert torch.equal(torch.cat([getattr(p, name) for p in parts]), getattr(whole, name))
     count = len(whole.surface_x)
     for name in ("space_x", "space_t", "space_protein"):
@@ -49,7 +49,7 @@ def test_parts_of_a_batch_are_the_whole_batch(sphere_series):
 
 
 def test_two_processes_follow_single_process_training(sphere_series):
-    config = preset("tiny", steps=20, **CONFIG)
+    config = preset("tiny", steps=20, distance_weight=1.0, **CONFIG)
     records = []
     single = train(sphere_series, config, device="cpu")
     double = train_distributed(sphere_series, config, nproc=2, device="cpu",
@@ -59,7 +59,7 @@ def test_two_processes_follow_single_process_training(sphere_series):
     assert double.steps_done == 20 and not double.cancelled
     assert [h["step"] for h in double.history] == [h["step"] for h in single.history] == [10, 20]
     for a, b in zip(single.history, double.history):
-        for term in ("loss", "surface", "normal", "eikonal", "latent"):
+        for term in ("loss", "surface", "normal", "eikonal", "latent", "distance"):
             assert b[term] == pytest.approx(a[term], rel=LOSS_RTOL), term
     assert_same_weights(single.model.network, double.model.network)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from dsr_backend.sampling import SeriesSampler, knn_distance
+from dsr_backend.sampling import FrameNearest, SeriesSampler, knn_distance
 
 
 def test_knn_distance_kdtree_against_brute_force():
@@ -60,3 +60,33 @@ def test_same_generator_state_same_batch(sphere_series):
     a = sampler.sample(torch.Generator().manual_seed(3))
     b = sampler.sample(torch.Generator().manual_seed(3))
     assert torch.equal(a.space_x, b.space_x) and torch.equal(a.surface_n, b.surface_n)
+
+
+def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
+    """On the moving sphere the targets match the exact signed distance up to the point spacing."""
+    sampler = SeriesSampler(sphere_series, batch_size=3000, distances=True)
+    batch = sampler.sample(torch.Generator().manual_seed(0))
+    assert SeriesSampler(sphere_series, batch_size=10).sample(torch.Generator()).near_distance is None
+    norm = sphere_series.normalization
+    states = dict(zip(sphere_series.model_times().tolist(), sphere_series.times.tolist()))
+    near = batch.space_x[:3000].numpy()
+    exact = np.array([sphere.sdf(norm.to_angstrom(x[None]), states[t])[0] / norm.scale
+                      for x, t in zip(near, batch.surface_t.tolist())])
+    target = batch.near_distance.numpy()
+    spacing = knn_distance(sphere_series.unit_points(0), 1).max()
+    assert np.abs(target - exact).max() < spacing
+    assert np.abs(target - exact).mean() < 0.2 * spacing
+    clear = np.abs(exact) > spacing
+    assert clear.sum() > 1000 and np.array_equal(np.sign(target[clear]), np.sign(exact[clear]))
+
+
+def test_frame_nearest_keops_matches_kdtree():
+    pytest.importorskip("pykeops")
+    rng = np.random.default_rng(2)
+    clouds = [rng.normal(size=(400, 3)).astype(np.float32) for _ in range(2)]
+    queries = torch.as_tensor(rng.normal(size=(300, 3)).astype(np.float32))
+    keops, kdtree = FrameNearest(clouds, method="keops"), FrameNearest(clouds, method="kdtree")
+    for frame in range(2):
+        assert torch.equal(keops(frame, queries), kdtree(frame, queries))
+    with pytest.raises(ValueError, match="method"):
+        FrameNearest(clouds, method="brute")
