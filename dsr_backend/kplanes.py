@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,6 +26,12 @@ _SPACE_PAIRS = ((0, 1), (0, 2), (1, 2))
 
 MAX_AUTO_TIME_RESOLUTION = 64
 """Most time nodes an automatic time resolution gives."""
+
+NODE_CHUNK = 16384
+"""Grid nodes per block in :meth:`KPlanesSDF.node_function` (small blocks stay in the CPU caches)."""
+
+NODE_PLANE_BYTES = 512 * 2 ** 20
+"""Most memory the planes sampled on a query grid may take; larger grids go point by point."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,46 @@ class KPlanesSDF(nn.Module):
         """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
         hidden = torch.cat([self.features(x, t.reshape(-1)), self.latents(protein)], dim=1)
         return x.norm(dim=1) - self.config.init_radius + self.mlp(hidden).squeeze(1)
+
+    def node_function(self, axis: torch.Tensor, t: float,
+                      protein: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """f at the nodes of the grid ``axis``^3 (unit frame) at model time ``t``, without gradients.
+
+        Every plane is sampled once on ``axis`` x ``axis`` (the space-time planes at ``t`` on ``axis``), the
+        space-time lines folded into the xy and xz planes; a node's features are then three look-ups and two
+        products per scale instead of six bilinear samples (about twice as fast on a CPU). Returns a function
+        from (P, 3) integer node indices to the (P,) values, equal to ``forward`` at those nodes up to float
+        rounding; None when the sampled planes would take more than :data:`NODE_PLANE_BYTES`.
+        """
+        n, count, channels = len(axis), len(self.config.space_resolutions), self.config.features
+        if 3 * count * n * n * channels * 4 > NODE_PLANE_BYTES:
+            return None
+        first, second = torch.meshgrid(axis, axis, indexing="ij")
+        first, second = first.reshape(-1), second.reshape(-1)
+        time = torch.full((n,), float(t), device=axis.device)
+        with torch.no_grad():
+            folded = []
+            for scale in range(count):
+                planes = [_sample(self.space_planes[3 * scale + k], second, first).view(n, n, -1) for k in range(3)]
+                lines = [_sample(self.time_planes[3 * scale + k], axis, time) for k in range(3)]
+                xy = planes[0] * lines[0][:, None] * lines[1][None, :]
+                xz = planes[1] * lines[2][None, :]
+                folded.append([p.reshape(n * n, -1) for p in (xy, xz, planes[2])])
+            latent = self.latents.weight[protein]
+
+        def evaluate_block(index: torch.Tensor) -> torch.Tensor:
+            i, j, k = index.unbind(1)
+            ij, ik, jk = i * n + j, i * n + k, j * n + k
+            features = [xy[ij] * xz[ik] * yz[jk] for xy, xz, yz in folded]
+            hidden = torch.cat(features + [latent.expand(len(index), -1)], dim=1)
+            return axis[index].norm(dim=1) - self.config.init_radius + self.mlp(hidden).squeeze(1)
+
+        def evaluate(index: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                blocks = [evaluate_block(block) for block in torch.split(index, NODE_CHUNK)]
+            return torch.cat(blocks) if blocks else axis.new_zeros(0)
+
+        return evaluate
 
     def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
                          with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:

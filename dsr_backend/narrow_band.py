@@ -57,9 +57,7 @@ def narrow_band_grid(model: TrainedModel, model_t: float, protein: int, resoluti
     spacing = 2.0 / (resolution - 1)
     levels = torch.as_tensor(list(unit_levels), dtype=torch.float32, device=model.device)
 
-    def evaluate(index: torch.Tensor) -> torch.Tensor:
-        return model.unit_sdf(index.to(torch.float32) * spacing - 1.0, model_t, protein, chunk)
-
+    evaluate = model.node_sdf(torch.arange(cells + 1, device=model.device) * spacing - 1.0, model_t, protein, chunk)
     axis = torch.arange(0, cells + 1, step, device=model.device)
     coarse = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     values = evaluate(coarse).reshape((len(axis),) * 3)

@@ -75,15 +75,16 @@ def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int 
     axis = torch.as_tensor(unit_grid_axis(resolution), dtype=torch.float32, device=model.device)
     index = model.protein_index(protein)
     model_t = float(model.time_map.fraction_to_model(t_value))
+    evaluate = model.node_sdf(axis, model_t, index, chunk)
     grid = np.empty(resolution ** 3, dtype=np.float32)
+    nodes = torch.arange(resolution, device=model.device)
+    yz = torch.stack(torch.meshgrid(nodes, nodes, indexing="ij"), dim=-1).reshape(-1, 2)
     plane = resolution * resolution
-    yy, zz = torch.meshgrid(axis, axis, indexing="ij")
-    yz = torch.stack([yy.reshape(-1), zz.reshape(-1)], dim=1)
     rows_per_chunk = max(1, chunk // plane)
     for start in range(0, resolution, rows_per_chunk):
-        xs = axis[start:start + rows_per_chunk]
+        xs = nodes[start:start + rows_per_chunk]
         block = torch.cat([xs.repeat_interleave(plane)[:, None], yz.repeat(len(xs), 1)], dim=1)
-        grid[start * plane:(start + len(xs)) * plane] = model.unit_sdf(block, model_t, index, chunk).float().cpu().numpy()
+        grid[start * plane:(start + len(xs)) * plane] = evaluate(block).float().cpu().numpy()
     return grid.reshape(resolution, resolution, resolution) * np.float32(model.normalization.scale)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -85,6 +85,16 @@ class TrainedModel:
         model_t = float(self.time_map.fraction_to_model(t_value))
         values = self.unit_sdf(unit, model_t, self.protein_index(protein), chunk)
         return values.cpu().numpy().astype(np.float64) * self.normalization.scale
+
+    def node_sdf(self, axis: torch.Tensor, model_t: float, protein: int,
+                 chunk: int = 65536) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function from (P, 3) integer indices of nodes of the grid ``axis``^3 (unit cube) to the network's
+        output there: the network's own ``node_function`` where it has one (K-Planes), else :meth:`unit_sdf`."""
+        make = getattr(self.network, "node_function", None)
+        function = make(axis, model_t, protein) if make is not None else None
+        if function is not None:
+            return function
+        return lambda index: self.unit_sdf(axis[index], model_t, protein, chunk)
 
     def unit_sdf(self, unit_points: torch.Tensor, model_t: float, protein: int, chunk: int = 65536) -> torch.Tensor:
         """The network's output (unit-cube frame) at (P, 3) unit-cube points, model time and protein index."""

@@ -79,6 +79,22 @@ def test_past_the_trained_range_the_last_surface_is_held():
     assert torch.allclose(sdf(1.7), sdf(1.0)) and torch.allclose(sdf(-1.3), sdf(-1.0))
 
 
+def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch):
+    model = KPlanesSDF(SMALL)
+    with torch.no_grad():
+        for plane in list(model.space_planes) + list(model.time_planes):  # planes that vary along every axis
+            plane.uniform_(0.5, 1.5)
+        model.mlp[-1].weight.normal_(0.0, 0.3)
+    axis = torch.linspace(-1.0, 1.2, 23)  # a padded grid reaches past +1
+    index = torch.randint(23, (500, 3), generator=torch.Generator().manual_seed(1))
+    for t, protein in ((-0.7, 0), (0.35, 1)):
+        expected = model(axis[index], torch.full((500,), t), torch.full((500,), protein))
+        assert torch.allclose(model.node_function(axis, t, protein)(index), expected, atol=1e-5)
+    assert model.node_function(axis, 0.0, 0)(index[:0]).shape == (0,)
+    monkeypatch.setattr("dsr_backend.kplanes.NODE_PLANE_BYTES", 1000)
+    assert model.node_function(axis, 0.0, 0) is None  # too large a grid: the caller goes point by point
+
+
 def test_trained_on_a_moving_sphere(sphere, sphere_series):
     config = preset("fast", steps=300, batch_size=1024, model=SMALL)
     result = train(sphere_series, config, device="cpu")
@@ -87,7 +103,7 @@ def test_trained_on_a_moving_sphere(sphere, sphere_series):
     for state in (2.0, 6.0):
         t = float(model.time_map.time_to_fraction(state))
         assert grid_iou(sdf_grid(model, t, 40), analytic_grid(model, sphere, state, 40)) > 0.9
-    assert "smoothness" in result.last_record
+    assert "smoothness" in result.last_record and "distance" in result.last_record
 
 
 def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_path, capsys):
