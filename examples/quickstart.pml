@@ -14,8 +14,8 @@ cmd.load(PSF, "adk")
 cmd.load_traj(DCD, "adk")
 python end
 
-# every 8th of the first 81 states (1, 9, ..., 81), half the fast schedule (steps=1500), async=0 also makes the GUI wait
-dsr_train adk, states=1-81:8, preset=fast, steps=1500, async=0
+# every 8th of the first 81 states (1, 9, ..., 81), a third of the fast schedule (steps=1000), async=0 also makes the GUI wait
+dsr_train adk, states=1-81:8, preset=fast, steps=1000, async=0
 dsr_save adk_dsr, demo_out/adk_dsr.pt
 
 dsr_surface t=0, name=adk_t0
