@@ -47,8 +47,8 @@ def main() -> None:
     for resolution in args.resolution:
         dense, dense_s = timed(sdf_grid, model, args.t, resolution)
         (banded, evaluations), band_s = timed(narrow_band_sdf_grid, model, args.t, [0.0], resolution)
-        (dense_v, dense_f), mc_dense_s = timed(mesh_from_grid, dense, model, 0.0)
-        (band_v, band_f), mc_band_s = timed(mesh_from_grid, banded, model, 0.0)
+        (dense_v, dense_f, _), mc_dense_s = timed(mesh_from_grid, dense, model, 0.0)
+        (band_v, band_f, _), mc_band_s = timed(mesh_from_grid, banded, model, 0.0)
         gap = max(cKDTree(band_v).query(dense_v)[0].max(), cKDTree(dense_v).query(band_v)[0].max())
         cell = 2.0 * model.normalization.scale / (resolution - 1)
         total_dense, total_band = dense_s + mc_dense_s, band_s + mc_band_s

@@ -30,7 +30,7 @@ class Mesh:
 
     vertices: np.ndarray   # (V, 3) float32
     faces: np.ndarray      # (F, 3) int64, counter-clockwise seen from outside
-    normals: np.ndarray    # (V, 3) float32, outward (grad f)
+    normals: np.ndarray    # (V, 3) float32, outward (the SDF grid's gradient at the vertex)
     t: float
     level: float
     values: dict[str, np.ndarray] = field(default_factory=dict)
@@ -175,12 +175,14 @@ def drop_small_components(grid: np.ndarray, level: float = 0.0, min_fraction: fl
     return cleaned
 
 
-def mesh_from_grid(grid: np.ndarray, model: TrainedModel, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes of an SDF grid (Å) at ``level`` Å; vertices in Å, faces wound outward."""
+def mesh_from_grid(grid: np.ndarray, model: TrainedModel,
+                   level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marching cubes of an SDF grid (Å) at ``level`` Å: vertices in Å, faces wound outward, and outward
+    unit vertex normals from the grid's gradient."""
     if not grid.min() <= level <= grid.max():
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    vertices, faces, _ = unit_marching_cubes(grid, level)
-    return model.normalization.to_angstrom(vertices).astype(np.float32), faces
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32)
+    vertices, faces, normals = unit_marching_cubes(grid, level)
+    return model.normalization.to_angstrom(vertices).astype(np.float32), faces, normals.astype(np.float32)
 
 
 def unit_marching_cubes(grid: np.ndarray, level: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,12 +231,12 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
             grid = sdf_grid(model, t, resolution, index, max_bytes=max_bytes)
         row = []
         for level in level_values:
-            vertices, faces = mesh_from_grid(drop_small_components(grid, level, min_component), model, float(level))
+            vertices, faces, normals = mesh_from_grid(drop_small_components(grid, level, min_component), model,
+                                                      float(level))
             if len(faces) == 0:
                 logger.warning("level %.3g Å is not reached at t=%.3g (SDF range %.3g..%.3g Å)",
                                level, t, grid.min(), grid.max())
-            normals, speed = vertex_fields(model, vertices, t, index, with_speed)
-            values = {"speed": speed} if with_speed else {}
+            values = {"speed": vertex_fields(model, vertices, t, index, with_speed=True)[1]} if with_speed else {}
             row.append(Mesh(vertices, faces, normals, float(t), float(level), values))
         result.append(row)
     return result
