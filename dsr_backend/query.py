@@ -117,31 +117,21 @@ def _finite_levels(levels: Sequence[float] | float) -> np.ndarray:
     return values
 
 
-def vertex_fields(model: TrainedModel, vertices: np.ndarray, t: float, protein: int = 0,
-                  with_speed: bool = False, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray | None]:
-    """Outward unit normals (grad f) at ``vertices`` in Å and, if asked, the normal speed.
-
-    The normal speed ``-f_t / |grad f|`` is in Å per unit of t (one trained range); positive where the
-    surface moves outward.
-    """
+def vertex_speed(model: TrainedModel, vertices: np.ndarray, t: float, protein: int = 0,
+                 chunk: int = 65536) -> np.ndarray:
+    """The normal speed ``-f_t / |grad f|`` at ``vertices`` in Å, in Å per unit of t (one trained range);
+    positive where the surface moves outward."""
     unit = torch.as_tensor(model.normalization.to_unit(vertices), dtype=torch.float32, device=model.device)
     model_t = float(model.time_map.fraction_to_model(t))
-    normals, speeds = [], []
+    speeds = []
     with torch.no_grad():
         for block in torch.split(unit, chunk):
             times = torch.full((len(block),), model_t, device=model.device)
             proteins = torch.full((len(block),), protein, dtype=torch.long, device=model.device)
-            out = model.network.sdf_and_gradient(block, times, proteins, with_time=with_speed)
-            length = out.grad_x.norm(dim=1).clamp(min=1e-12)
-            normals.append(out.grad_x / length[:, None])
-            if with_speed:
-                rate = out.grad_t * model.time_map.model_time_scale() * model.normalization.scale
-                speeds.append(-rate / length)
-    normals_np = torch.cat(normals).cpu().numpy().astype(np.float32) if normals else np.zeros((0, 3), np.float32)
-    speed_np = None
-    if with_speed:
-        speed_np = torch.cat(speeds).cpu().numpy().astype(np.float32) if speeds else np.zeros(0, np.float32)
-    return normals_np, speed_np
+            out = model.network.sdf_and_gradient(block, times, proteins, with_time=True)
+            rate = out.grad_t * model.time_map.model_time_scale() * model.normalization.scale
+            speeds.append(-rate / out.grad_x.norm(dim=1).clamp(min=1e-12))
+    return torch.cat(speeds).cpu().numpy().astype(np.float32) if speeds else np.zeros(0, np.float32)
 
 
 def check_min_component(fraction: float) -> float:
@@ -236,7 +226,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
             if len(faces) == 0:
                 logger.warning("level %.3g Å is not reached at t=%.3g (SDF range %.3g..%.3g Å)",
                                level, t, grid.min(), grid.max())
-            values = {"speed": vertex_fields(model, vertices, t, index, with_speed=True)[1]} if with_speed else {}
+            values = {"speed": vertex_speed(model, vertices, t, index)} if with_speed else {}
             row.append(Mesh(vertices, faces, normals, float(t), float(level), values))
         result.append(row)
     return result
