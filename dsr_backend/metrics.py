@@ -18,6 +18,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from .errors import InvalidInputError
+from .neighbours import keops_nearest, search_method
 from .query import unit_grid_axis, unit_marching_cubes
 
 RESOLUTION = 128
@@ -228,19 +229,12 @@ def nearest_neighbours(queries: np.ndarray, points: np.ndarray, device: str | to
     ``method`` "auto" uses pykeops on CUDA and cKDTree (``tree`` if given) on CPU; "keops" and "kdtree"
     force one.
     """
-    if method == "auto":
-        method = "keops" if torch.device(device).type == "cuda" else "kdtree"
-    if method == "kdtree":
+    if search_method(method, device) == "kdtree":
         return (tree if tree is not None else cKDTree(points)).query(queries, workers=_workers())
-    if method != "keops":
-        raise InvalidInputError(f"method must be 'auto', 'keops' or 'kdtree', got {method!r}")
-    from pykeops.torch import LazyTensor
-
     x = torch.as_tensor(np.asarray(queries, np.float32), device=device)
     y = torch.as_tensor(np.asarray(points, np.float32), device=device)
-    squared = ((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1)
-    value, index = squared.min_argmin(dim=1)
-    return value.clamp(min=0).sqrt().view(-1).cpu().numpy().astype(np.float64), index.view(-1).cpu().numpy()
+    squared, index = keops_nearest(x, y)
+    return squared.sqrt().view(-1).cpu().numpy().astype(np.float64), index.view(-1).cpu().numpy()
 
 
 def iou(inside_a: np.ndarray, inside_b: np.ndarray) -> float:

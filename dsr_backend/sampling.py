@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
+from .neighbours import keops_nearest, search_method
 from .series import SurfaceSeries
 
 
@@ -20,19 +22,10 @@ def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
     k = min(k, len(points) - 1)
     if k < 1:
         return np.full(len(points), 1e-2, dtype=np.float32)
-    if method == "auto":
-        method = "keops" if torch.device(device).type == "cuda" else "kdtree"
-    if method == "keops":
-        from pykeops.torch import LazyTensor
-
+    if search_method(method, device) == "keops":
         tensor = torch.as_tensor(points, device=device)
-        rows, cols = LazyTensor(tensor[:, None, :]), LazyTensor(tensor[None, :, :])
-        squared = ((rows - cols) ** 2).sum(-1).Kmin(k + 1, dim=1)  # column 0 is the point itself
-        return squared[:, k].clamp(min=0).sqrt().cpu().numpy()
-    if method != "kdtree":
-        raise ValueError(f"method must be 'auto', 'keops' or 'kdtree', got {method!r}")
-    from scipy.spatial import cKDTree
-
+        squared, _ = keops_nearest(tensor, tensor, k + 1)  # column 0 is the point itself
+        return squared[:, k].sqrt().cpu().numpy()
     distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)
     return distances[:, k].astype(np.float32)
 
@@ -133,17 +126,10 @@ class FrameNearest:
     """
 
     def __init__(self, clouds: list[np.ndarray], device: torch.device | str = "cpu", method: str = "auto"):
-        device = torch.device(device)
-        if method == "auto":
-            method = "keops" if device.type == "cuda" else "kdtree"
-        if method not in ("keops", "kdtree"):
-            raise ValueError(f"method must be 'auto', 'keops' or 'kdtree', got {method!r}")
-        self.method = method
-        if method == "keops":
+        self.method = search_method(method, device)
+        if self.method == "keops":
             self.clouds = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in clouds]
         else:
-            from scipy.spatial import cKDTree
-
             self.trees = [cKDTree(c) for c in clouds]
 
     def __call__(self, frame: int, queries: torch.Tensor) -> torch.Tensor:
@@ -151,10 +137,7 @@ class FrameNearest:
         if self.method == "kdtree":
             _, index = self.trees[frame].query(queries.cpu().numpy())
             return torch.as_tensor(index, dtype=torch.long, device=queries.device)
-        from pykeops.torch import LazyTensor
-
-        rows, cols = LazyTensor(queries[:, None, :].contiguous()), LazyTensor(self.clouds[frame][None, :, :])
-        return ((rows - cols) ** 2).sum(-1).argmin(dim=1).view(-1).long()
+        return keops_nearest(queries, self.clouds[frame])[1].view(-1).long()
 
 
 def part_slice(length: int, index: int, count: int) -> slice:
