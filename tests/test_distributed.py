@@ -72,9 +72,10 @@ def test_cancelled_two_process_checkpoint_resumes_in_one_process(sphere_series, 
         if step == 6:
             cancel.set()
 
-    stopped = train_distributed(sphere_series, preset("tiny", steps=200, **CONFIG), checkpoint=path, nproc=2,
+    # far more steps than the workers can take before the parent, polling every 0.1 s, passes the cancel on
+    stopped = train_distributed(sphere_series, preset("tiny", steps=20_000, **CONFIG), checkpoint=path, nproc=2,
                                 device="cpu", progress=progress, cancel=cancel)
-    assert stopped.cancelled and 6 <= stopped.steps_done < 200
+    assert stopped.cancelled and 6 <= stopped.steps_done < 20_000
     state = read_checkpoint(path)
     assert state["step"] == stopped.steps_done and "optimizer_state" in state
     resumed = Trainer.resume(path, sphere_series, device="cpu", steps=stopped.steps_done + 10).run()
