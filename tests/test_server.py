@@ -3,6 +3,7 @@ import http.client
 import io
 import json
 import os
+import sqlite3
 import stat
 import threading
 import zipfile
@@ -12,6 +13,7 @@ import pytest
 
 from dsr_backend.errors import InvalidInputError
 from dsr_backend.server.auth import load_or_create_token, token_matches
+from dsr_backend.server.store import Store
 from dsr_backend.synthetic import MovingSphere
 from dsr_backend.trained import TrainedModel
 from tests.server_process import ServerProcess, job_upload
@@ -245,3 +247,40 @@ def test_sigkill_during_training_then_restart_resumes_the_job_and_keeps_what_was
         assert server.json("GET", "/models/resumed")["step"] == 200
     finally:
         server.stop()
+
+
+def test_a_cancel_survives_a_sigkill_before_the_step_ends(tmp_path, series):
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        # a step of the paper's 8 x 512 MLP on 16k points takes seconds on one CPU thread: the kill lands
+        # after the cancel is answered and before the training loop sees it
+        job = server.json("POST", "/jobs", job_upload(series, "slow", 1000, preset="paper"), expect=201)
+        server.wait_job(job["id"], until=lambda j: j["phase"] == "training")
+        assert server.json("POST", f"/jobs/{job['id']}/cancel")["cancelling"]
+        server.kill()
+        server.start()
+        job = server.json("GET", f"/jobs/{job['id']}")
+        assert job["state"] == "cancelled" and job["runs"] == 1 and not job["cancelling"]
+        assert os.listdir(os.path.join(server.data_dir, "jobs", job["id"])) == []
+        assert "slow" not in {model["name"] for model in server.json("GET", "/models")}
+    finally:
+        server.stop()
+
+
+def test_a_database_of_the_first_schema_gains_the_new_job_columns(tmp_path):
+    path = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, "
+                    "phase TEXT NOT NULL, step INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0, "
+                    "loss REAL, eta REAL, rate REAL, error TEXT NOT NULL DEFAULT '', device TEXT NOT NULL "
+                    "DEFAULT '', settings TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, "
+                    "seconds REAL NOT NULL DEFAULT 0, runs INTEGER NOT NULL DEFAULT 0, resumed_from INTEGER)")
+        old.execute("INSERT INTO jobs (id, name, state, phase, settings, created) "
+                    "VALUES ('a', 'kept', 'running', 'training', '{}', 1.0)")
+    store = Store(path)
+    try:
+        assert store.job("a")["cancel_requested"] == 0 and store.job("a")["name"] == "kept"
+        store.update_job("a", cancel_requested=1)
+        assert store.jobs("running")[0]["cancel_requested"] == 1
+    finally:
+        store.close()

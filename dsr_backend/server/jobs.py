@@ -99,6 +99,11 @@ class JobService:
         self._closing = False
         self.engine = Engine(on_update=self._on_update)
         for job in self.store.jobs("running"):
+            if job["cancel_requested"]:
+                logger.info("job %s (%s) was cancelled before the service stopped", job["id"], job["name"])
+                self.store.update_job(job["id"], state="cancelled", eta=None, finished=time.time())
+                self._discard_files(job["id"], cancelled=True)
+                continue
             logger.info("job %s (%s) was running when the service stopped: queued to resume", job["id"], job["name"])
             self.store.update_job(job["id"], state="queued", phase="queued", eta=None)
         self._schedule()
@@ -150,6 +155,8 @@ class JobService:
                 self.store.update_job(job_id, state="cancelled", phase="queued", finished=time.time(), eta=None)
                 self._remove(os.path.join(self._job_dir(job_id), "input.npz"))
             elif job_id in self._runs:
+                # recorded first: a service stopped before the run ends must not resume the job
+                self.store.update_job(job_id, cancel_requested=1)
                 self.engine.cancel(self._runs[job_id].engine_id)
         return self.job(job_id)
 
@@ -228,11 +235,13 @@ class JobService:
             fields.update(state=snapshot["state"], error=snapshot["error"], eta=None, finished=time.time())
             self.store.update_job(job_id, **fields)
             del self._runs[job_id], self._job_of[snapshot["id"]]
-        # the end is recorded: the inputs (and a cancelled job's checkpoint) will not be read again
-        leftovers = ["input.npz", "series.npz"] + (["checkpoint.pt"] if snapshot["state"] == "cancelled" else [])
-        for leftover in leftovers:
-            self._remove(os.path.join(self._job_dir(job_id), leftover))
+        self._discard_files(job_id, cancelled=snapshot["state"] == "cancelled")
         self._schedule()
+
+    def _discard_files(self, job_id: str, cancelled: bool) -> None:
+        """Remove what an ended job will not read again: its inputs, and a cancelled job's checkpoint."""
+        for leftover in ["input.npz", "series.npz"] + (["checkpoint.pt"] if cancelled else []):
+            self._remove(os.path.join(self._job_dir(job_id), leftover))
 
     @staticmethod
     def _speed(run: _Run, snapshot: dict) -> dict[str, float]:
@@ -347,6 +356,7 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     public = {key: record[key] for key in ("id", "name", "state", "phase", "step", "total", "loss", "eta",
                                            "error", "device", "created", "started", "finished", "seconds",
                                            "runs", "resumed_from")}
+    public["cancelling"] = bool(record["cancel_requested"]) and record["state"] == "running"
     public.update(preset=settings["preset"], steps=settings["steps"], protein_names=settings["protein_names"],
                   metrics=dict(loss=record["loss"], steps_per_second=record["rate"]))
     return public

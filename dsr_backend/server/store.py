@@ -12,12 +12,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     step INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0, loss REAL, eta REAL, rate REAL,
     error TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT '', settings TEXT NOT NULL,
     created REAL NOT NULL, started REAL, finished REAL, seconds REAL NOT NULL DEFAULT 0,
-    runs INTEGER NOT NULL DEFAULT 0, resumed_from INTEGER);
+    runs INTEGER NOT NULL DEFAULT 0, resumed_from INTEGER, cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY, path TEXT NOT NULL, job_id TEXT, info TEXT NOT NULL, created REAL NOT NULL);
 """
 JOB_FIELDS = ("id", "name", "state", "phase", "step", "total", "loss", "eta", "rate", "error", "device",
-              "settings", "created", "started", "finished", "seconds", "runs", "resumed_from")
+              "settings", "created", "started", "finished", "seconds", "runs", "resumed_from", "cancel_requested")
+ADDED_JOB_COLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0"}
+"""Job columns newer than the first schema, added to older databases when opened."""
 
 
 class Store:
@@ -34,6 +36,10 @@ class Store:
         self._lock = threading.Lock()
         with self._lock:
             self._db.executescript(SCHEMA)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, declaration in ADDED_JOB_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
     def _write(self, sql: str, values: tuple) -> None:
         with self._lock:
