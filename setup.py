@@ -20,10 +20,11 @@ setup(
     extras_require={
         "md": ["MDAnalysis>=2.4"],
         "demo": ["MDAnalysis>=2.4", "MDAnalysisTests>=2.4", "matplotlib>=3.5"],
-        "server": ["fastapi>=0.100", "uvicorn>=0.22"],
+        "server": ["fastapi>=0.100", "uvicorn>=0.22", "filelock>=3.10"],
         "pymol": ["pymol-open-source>=3.1.0a0", "PyQt5>=5.15"],
         "test": ["pytest>=7", "MDAnalysis>=2.4", "MDAnalysisTests>=2.4", "matplotlib>=3.5",
-                 "pymol-open-source>=3.1.0a0", "PyQt5>=5.15", "fastapi>=0.100", "uvicorn>=0.22"],
+                 "pymol-open-source>=3.1.0a0", "PyQt5>=5.15", "fastapi>=0.100", "uvicorn>=0.22",
+                 "filelock>=3.10"],
     },
     entry_points={"console_scripts": ["dsr = dsr_backend.cli:main"]},
 )

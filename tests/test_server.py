@@ -249,6 +249,12 @@ def test_sigkill_during_training_then_restart_resumes_the_job_and_keeps_what_was
         server.stop()
 
 
+def test_a_second_service_on_the_same_data_directory_is_refused(server):
+    with pytest.raises(RuntimeError, match="another dsr serve is using the data directory"):
+        ServerProcess(server.data_dir).start()
+    assert server.json("GET", "/health")["status"] == "ok"
+
+
 def test_a_cancel_survives_a_sigkill_before_the_step_ends(tmp_path, series):
     server = ServerProcess(tmp_path / "data").start()
     try:

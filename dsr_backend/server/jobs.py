@@ -2,8 +2,10 @@
 
 Every job and model is a row in SQLite (:class:`~.store.Store`); a job's files lie in
 ``DATA_DIR/jobs/<id>/``: ``input.npz`` (the validated upload), ``series.npz`` and ``checkpoint.pt`` (written
-by the engine); once a job's end is recorded only a finished job's ``checkpoint.pt`` (its model) stays. Jobs wait in the queue until a device has a free slot. A job that was running when the
-service stopped (SIGKILL included) is queued again at the next start and resumes from its last checkpoint.
+by the engine); once a job's end is recorded only a finished job's ``checkpoint.pt`` (its model) stays. Jobs
+wait in the queue until a device has a free slot. A job that was running when the service stopped (SIGKILL
+included) is queued again at the next start and resumes from its last checkpoint, unless a cancel had been
+asked for. One service at a time holds a data directory (``DATA_DIR/serve.lock``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..errors import DSRError, InvalidInputError
@@ -90,6 +93,12 @@ class JobService:
         self._models_dir = os.path.join(config.data_dir, "models")
         for folder in (self._jobs_dir, self._models_dir):
             os.makedirs(folder, exist_ok=True)
+        self._data_lock = FileLock(os.path.join(config.data_dir, "serve.lock"))
+        try:
+            self._data_lock.acquire(timeout=0)
+        except Timeout:
+            raise ConflictError(f"another dsr serve is using the data directory {config.data_dir}; stop it "
+                                "or give this one another --data-dir") from None
         self.store = Store(os.path.join(config.data_dir, "dsr.sqlite3"))
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}          # job id -> its run in this process
@@ -348,6 +357,7 @@ class JobService:
             self._closing = True
         self.engine.close()
         self.store.close()
+        self._data_lock.release()
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
