@@ -236,8 +236,7 @@ class Engine:
             if not job_dir:
                 os.unlink(path)
             return
-        with self._lock:
-            self._models[job.name] = _Stored(result.model, path, result.final_loss)
+        self._put_model(job.name, _Stored(result.model, path, result.final_loss))
         job.state = "done"
 
     # ------------------------------------------------------------------ models
@@ -278,9 +277,30 @@ class Engine:
         model = TrainedModel.load(path, device=device or None)
         copy = os.path.join(self._workdir, f"loaded-{uuid.uuid4().hex[:12]}.pt")
         shutil.copyfile(path, copy)
-        with self._lock:
-            self._models[name] = _Stored(model, copy)
+        self._put_model(name, _Stored(model, copy))
         return self.model_info(name)
+
+    def delete_model(self, name: str) -> dict:
+        """Forget model ``name`` (and delete the engine's own copy of its checkpoint)."""
+        self._stored(name)  # an unknown name fails with the list of models
+        with self._lock:
+            stored = self._models.pop(name, None)
+        if stored is not None:
+            self._discard(stored)
+        return dict(name=name)
+
+    def _put_model(self, name: str, stored: _Stored) -> None:
+        """Store a model as ``name``, dropping the one it replaces."""
+        with self._lock:
+            previous = self._models.get(name)
+            self._models[name] = stored
+        if previous is not None and previous.path != stored.path:
+            self._discard(previous)
+
+    def _discard(self, stored: _Stored) -> None:
+        """Delete a dropped model's checkpoint when it is one of the engine's files (callers keep theirs)."""
+        if os.path.dirname(os.path.abspath(stored.path)) == self._workdir and os.path.isfile(stored.path):
+            os.unlink(stored.path)
 
     # ------------------------------------------------------------------ queries
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
@@ -332,7 +352,7 @@ class Engine:
 
 # ---------------------------------------------------------------------- the subprocess transport
 OPERATIONS = ("describe", "submit_train", "job", "jobs", "cancel", "wait", "models", "model_info",
-              "save_model", "load_model", "surfaces", "sdf_grid", "evaluate")
+              "save_model", "load_model", "delete_model", "surfaces", "sdf_grid", "evaluate")
 
 
 def _pack(value: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -52,6 +52,7 @@ class Backend(Protocol):
     def model_info(self, name: str) -> dict: ...
     def save_model(self, name: str, path: str) -> dict: ...
     def load_model(self, path: str, name: str, device: str = "") -> dict: ...
+    def delete_model(self, name: str) -> dict: ...
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
                  protein: int | str = 0, with_speed: bool = False,
                  min_component: float | None = None) -> list[list[dict]]: ...
@@ -225,6 +226,9 @@ class SubprocessBackend:
 
     def load_model(self, path: str, name: str, device: str = "") -> dict:
         return self._call("load_model", path=path, name=name, device=device)
+
+    def delete_model(self, name: str) -> dict:
+        return self._call("delete_model", name=name)
 
     def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
                  protein: int | str = 0, with_speed: bool = False,

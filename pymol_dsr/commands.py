@@ -395,6 +395,39 @@ ARGUMENTS
     return name
 
 
+def dsr_delete(name: str = "", quiet: int = 1, *, _self=cmd) -> str:
+    """
+DESCRIPTION
+
+    "dsr_delete" forgets a DSR model: the backend drops it (on a remote backend the server deletes its
+    checkpoint for every client). Surfaces already shown stay; save the model first (dsr_save) to keep it.
+
+USAGE
+
+    dsr_delete name
+
+ARGUMENTS
+
+    name = str: model
+    """
+    name = str(name).strip()
+    if not name:
+        raise CmdException("dsr_delete needs a model name (dsr_list shows them)")
+    session = session_for(_self)
+    task = session.tasks.get(name)
+    if task is not None and task.running:
+        raise CmdException(f"model '{name}' is still training; stop it with dsr_cancel")
+    known = [info["name"] for info in session.backend().models()] if session.started else []
+    if name not in known:
+        raise CmdException(f"no DSR model named '{name}' (models: {', '.join(known) or 'none'})")
+    session.backend().delete_model(name)
+    session.tasks.pop(name, None)
+    if session.current == name:
+        session.current = ""
+    _say(quiet, f" dsr_delete: model '{name}' deleted")
+    return name
+
+
 def dsr_backend(kind: str = "", python: str = "", url: str = "", token: str = "", token_file: str = "",
                 quiet: int = 1, *, _self=cmd) -> dict:
     """
@@ -448,8 +481,8 @@ ARGUMENTS
     return dict(kind=session.kind, label=backend.label, backend=info)
 
 
-COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_backend,
-            dsr_evaluate)
+COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_delete,
+            dsr_backend, dsr_evaluate)
 
 
 def _model_names() -> Shortcut:
@@ -463,7 +496,7 @@ def register(_self=cmd) -> None:
     for function in COMMANDS:
         _self.extend(function.__name__, function)
     models = [_model_names, "DSR model", ", "]
-    _self.auto_arg[0].update(dsr_train=[_self.selection_sc, "selection", ", "], dsr_save=models,
+    _self.auto_arg[0].update(dsr_train=[_self.selection_sc, "selection", ", "], dsr_save=models, dsr_delete=models,
                              dsr_wait=models, dsr_cancel=models, dsr_status=models, dsr_evaluate=models,
                              dsr_backend=[lambda: Shortcut(BACKEND_KINDS), "backend", ", "])
     _self.auto_arg[2].update(dsr_surface=models)

@@ -233,6 +233,10 @@ class RemoteBackend:
             data = handle.read()
         return self._upload(f"/models/{self._quote(name)}/checkpoint", data, "PUT")
 
+    def delete_model(self, name: str) -> dict:
+        """Delete the model and its checkpoint on the server."""
+        return self._json("DELETE", f"/models/{self._quote(name)}")
+
     # ------------------------------------------------------------------ queries
     def _query(self, model: str, what: str, **params: Any) -> dict[str, np.ndarray]:
         query = urllib.parse.urlencode(params, doseq=True)

@@ -9,6 +9,7 @@ import pytest
 from pymol import CmdException, cmd
 from scipy.spatial import cKDTree
 
+from dsr_backend.worker import Engine
 from pymol_dsr import backend as backends
 from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.backend import SubprocessBackend, embedded_backend
@@ -55,6 +56,21 @@ def test_the_worker_trains_and_answers_queries_with_arrays(worker, peptide_array
     worker.save_model("w", str(tmp_path / "w.pt"))
     assert worker.load_model(str(tmp_path / "w.pt"), "w2")["protein_names"] == ["pep"]
     assert [info["name"] for info in worker.models()] == ["w", "w2"]
+    assert worker.delete_model("w2") == {"name": "w2"}
+    assert [info["name"] for info in worker.models()] == ["w"]
+    with pytest.raises(CmdException, match="no DSR model named 'w2'"):
+        worker.delete_model("w2")
+    engine = Engine()
+    try:
+        own_files = lambda: os.listdir(engine._workdir)  # noqa: E731
+        for _ in range(2):  # loading a name again replaces the model and its private copy
+            engine.load_model(str(tmp_path / "w.pt"), "copy", device="cpu")
+        assert len(own_files()) == 1 and [info["name"] for info in engine.models()] == ["copy"]
+        engine.delete_model("copy")
+        assert own_files() == [] and engine.models() == []
+        assert (tmp_path / "w.pt").is_file()  # the caller's file is never touched
+    finally:
+        engine.close()
 
 
 def test_worker_errors_come_back_as_one_line_messages(worker):

@@ -6,7 +6,7 @@ from pymol import CmdException, cgo, cmd
 from scipy.spatial import cKDTree
 
 import pymol_dsr  # noqa: F401  (registers the commands)
-from pymol_dsr.commands import dsr_status, dsr_surface, dsr_train, dsr_wait, register
+from pymol_dsr.commands import dsr_list, dsr_status, dsr_surface, dsr_train, dsr_wait, register
 from pymol_dsr.session import session_for
 from tests.test_pymol_atoms import hinge_peptide
 
@@ -149,6 +149,10 @@ def test_save_and_load_round_trip(trained, tmp_path):
     cmd.do("dsr_surface t=0.3, model=reloaded, name=after")
     np.testing.assert_allclose(read_cgo("after")[0]["vertices"], read_cgo("before")[0]["vertices"], atol=1e-4)
     assert session_for(cmd).current == "reloaded"
+    cmd.do("dsr_delete reloaded")
+    assert "reloaded" not in dsr_list() and trained in dsr_list() and session_for(cmd).current == ""
+    with pytest.raises(CmdException, match="no DSR model named 'reloaded'"):
+        dsr_surface(t="0.3", model="reloaded", name="gone")
 
 
 def test_one_state_trains_a_static_model(capsys):
@@ -218,6 +222,8 @@ def test_background_training_status_wait_and_cancel(trained, capsys):
     ("dsr_surface t=0.5, model={model}, shape=round", "unknown argument 'shape'"),
     ("dsr_load /no/such/file.pt", "no such file"),
     ("dsr_save {model}", "needs a file name"),
+    ("dsr_delete", "needs a model name"),
+    ("dsr_delete nope_model", "no DSR model named 'nope_model'"),
     ("dsr_wait never_trained", "no training of 'never_trained'"),
 ])
 def test_bad_input_is_a_one_line_error_and_changes_nothing(trained, capsys, command, message):

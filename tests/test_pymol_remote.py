@@ -1,5 +1,6 @@
 """The plugin on the remote backend: a real ``dsr serve`` on 127.0.0.1, commands typed as a user would."""
 import http.server
+import os
 import threading
 
 import numpy as np
@@ -51,8 +52,14 @@ def test_train_then_surface_save_and_load_from_the_plugin(remote_session, server
     assert cKDTree(cmd.get_coords("pep", 1)).query(mesh["vertices"])[0].mean() < 2.5
     cmd.do(f"dsr_save remote_pep, {tmp_path / 'remote.pt'}")
     assert (tmp_path / "remote.pt").stat().st_size > 0
+    uploads = os.path.join(server.data_dir, "models")
+    before = set(os.listdir(uploads))
     cmd.do(f"dsr_load {tmp_path / 'remote.pt'}, name=reloaded")
     assert "reloaded" in [model["name"] for model in server.json("GET", "/models")]
+    assert len(set(os.listdir(uploads)) - before) == 1
+    cmd.do("dsr_delete reloaded")
+    assert "reloaded" not in [model["name"] for model in server.json("GET", "/models")]
+    assert set(os.listdir(uploads)) == before
 
 
 def test_the_token_comes_from_a_file_or_the_environment_and_is_never_shown(server, capsys, monkeypatch):

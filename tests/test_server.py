@@ -105,6 +105,14 @@ def test_train_then_query_surfaces_download_and_upload_checkpoints(server, train
     assert server.json("PUT", "/models/copy/checkpoint", checkpoint)["protein_names"] == ["protein"]
     assert {trained, "copy"} <= {model["name"] for model in server.json("GET", "/models")}
     assert server.request("GET", "/models/copy/surface?t=0.25&resolution=24")[0] == 200
+    uploads = os.path.join(server.data_dir, "models")
+    first = set(os.listdir(uploads))
+    server.json("PUT", "/models/copy/checkpoint", checkpoint)  # replaced: the old file goes
+    assert len(set(os.listdir(uploads)) - first) == 1 and not first & set(os.listdir(uploads))
+    assert server.json("DELETE", "/models/copy") == {"name": "copy"}
+    assert set(os.listdir(uploads)) == set() and server.request("GET", "/models/copy")[0] == 404
+    assert server.request("DELETE", "/models/copy")[0] == 404
+    assert server.request("GET", f"/models/{trained}/surface?t=0.25&resolution=24")[0] == 200
 
 
 def zip_bomb() -> bytes:

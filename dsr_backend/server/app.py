@@ -117,6 +117,11 @@ def create_app(service: JobService, token: str, docs: bool = True) -> FastAPI:
         """One model."""
         return service.model_info(name)
 
+    @api.delete("/models/{name}", tags=["models"])
+    def delete_model(name: str) -> dict[str, Any]:
+        """Forget a model and delete its checkpoint."""
+        return service.delete_model(name)
+
     @api.get("/models/{name}/checkpoint", tags=["models"], response_class=FileResponse)
     def download(name: str) -> FileResponse:
         """The model's checkpoint (.pt), for ``dsr surface`` or ``dsr_load``."""

@@ -275,8 +275,25 @@ class JobService:
     # ------------------------------------------------------------------ models
     def _store_model(self, name: str, job_id: str) -> None:
         path = os.path.join(self._job_dir(job_id), "checkpoint.pt")
-        self.store.put_model(name, path, self.engine.model_info(name), job_id, time.time())
+        self._put_model(name, path, self.engine.model_info(name), job_id)
+
+    def _put_model(self, name: str, path: str, info: dict[str, Any], job_id: str | None) -> None:
+        """Record (under the lock) the engine's model ``name`` as ``path``; the checkpoint it replaces goes."""
+        previous = self.store.model(name)
+        self.store.put_model(name, path, info, job_id, time.time())
         self._loaded[name] = path
+        if previous is not None and previous["path"] != path:
+            self._remove(previous["path"])
+
+    def delete_model(self, name: str) -> dict[str, Any]:
+        """Forget model ``name`` and delete its checkpoint (the record of the job that trained it stays)."""
+        with self._lock:
+            record = self._model(name)
+            self.store.delete_model(name)
+            if self._loaded.pop(name, None) is not None:
+                self.engine.delete_model(name)
+            self._remove(record["path"])
+        return dict(name=name)
 
     def models(self) -> list[dict[str, Any]]:
         """Information on every model (name, proteins, time range, preset, steps, loss, metadata)."""
@@ -309,8 +326,7 @@ class JobService:
                 final = os.path.join(self._models_dir, f"{secrets.token_urlsafe(16)}.pt")
                 os.replace(path, final)
                 info = self.engine.load_model(final, name, self.config.devices[0])
-                self.store.put_model(name, final, info, None, time.time())
-                self._loaded[name] = final
+                self._put_model(name, final, info, None)
         finally:
             self._remove(path)
         return info

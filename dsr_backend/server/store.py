@@ -91,6 +91,9 @@ class Store:
         self._write("INSERT OR REPLACE INTO models (name, path, job_id, info, created) VALUES (?, ?, ?, ?, ?)",
                     (name, path, job_id, json.dumps(info), created))
 
+    def delete_model(self, name: str) -> None:
+        self._write("DELETE FROM models WHERE name = ?", (name,))
+
     def model(self, name: str) -> dict[str, Any] | None:
         """``name``, ``path``, ``job_id``, ``info`` and ``created`` of a model, or None."""
         rows = self._read("SELECT * FROM models WHERE name = ?", (name,))
