@@ -273,7 +273,8 @@ USAGE
 
 ARGUMENTS
 
-    name = str: model being trained {default: the running one}
+    name = str: model being trained {default: the running one}; on a remote backend also a job
+    another session submitted
 
     timeout = float: seconds to wait at most; negative: no limit {default: -1}
     """
@@ -302,7 +303,8 @@ USAGE
 
 ARGUMENTS
 
-    name = str: model being trained {default: the running one}
+    name = str: model being trained {default: the running one}; on a remote backend also a job
+    another session submitted
     """
     task = session_for(_self).task(name)
     if not task.running:

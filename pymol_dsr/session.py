@@ -74,9 +74,18 @@ class Session:
         if not name:
             running = [task for task in self.tasks.values() if task.running]
             name = running[-1].name if running else self.current
+        if name and name not in self.tasks and self.kind == "remote":
+            self._follow_server_job(name)
         if name not in self.tasks:
-            raise CmdException(f"no training of '{name}' in this session" if name else "no training yet")
+            where = " or on the server" if self.kind == "remote" else ""
+            raise CmdException(f"no training of '{name}' in this session{where}" if name else "no training yet")
         return self.tasks[name]
+
+    def _follow_server_job(self, name: str) -> None:
+        """Follow the server's queued or running job of model ``name`` (submitted by another session)."""
+        active = [job for job in self.backend().jobs() if job["name"] == name and job["state"] in ("queued", "running")]
+        if active:
+            self.tasks[name] = TrainTask.following(self.backend(), active[-1])
 
     def model_info(self, name: str = "") -> dict:
         """Information on a trained model ready for queries; a one-line error if there is none yet."""

@@ -112,6 +112,15 @@ class TrainTask:
     def name(self) -> str:
         return self.settings["name"]
 
+    @classmethod
+    def following(cls, backend: Backend, job: dict, report: Report | None = print) -> "TrainTask":
+        """A started task that follows a job submitted elsewhere (e.g. by an earlier session to a server)."""
+        task = cls(backend, dict(name=job["name"]), dict(times=np.zeros(0)), report=report)
+        task.job_id, task._status = job["id"], dict(job)
+        threading.Thread(target=lambda: task._say(task.outcome(task._until_end(task._follow))), daemon=True,
+                         name=f"dsr-task-{task.name}").start()
+        return task
+
     def start(self) -> None:
         """Run in a daemon thread and report the outcome there."""
         threading.Thread(target=lambda: self._say(self.outcome(self.run())), daemon=True,
@@ -119,11 +128,18 @@ class TrainTask:
 
     def run(self) -> dict:
         """Prepare, submit and follow the job to its end; returns the final status."""
-        try:
+        def submit_and_follow() -> None:
             arrays = self._prepared_arrays()
             if not self._cancel.is_set():
                 self.job_id = self.backend.submit_train(self.settings, arrays)
                 self._follow()
+
+        return self._until_end(submit_and_follow)
+
+    def _until_end(self, work: Callable[[], None]) -> dict:
+        """Run ``work``; whatever happens the task ends with a state. Returns the final status."""
+        try:
+            work()
             if self._cancel.is_set() and self._status["state"] == "running":
                 self._status.update(state="cancelled", seconds=time.time() - self._started)
         except Exception as error:  # the task must end with a status, whatever failed

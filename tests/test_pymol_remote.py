@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.atoms import extract_atoms
-from pymol_dsr.commands import dsr_backend, dsr_status
+from pymol_dsr.commands import dsr_backend, dsr_status, dsr_wait
 from pymol_dsr.remote import TOKEN_VARIABLE, RemoteBackend
 from pymol_dsr.session import session_for
 from pymol_dsr.training import TrainTask, atom_arrays, train_settings
@@ -107,6 +107,23 @@ def test_dsr_status_shows_the_jobs_of_other_clients(remote_session, server, caps
     finally:
         other.cancel(job_id)
     assert other.wait(job_id, timeout=60)["state"] == "cancelled"
+
+
+def test_jobs_of_other_clients_can_be_waited_for_cancelled_and_shown(remote_session, server):
+    other = RemoteBackend(server.url, server.token)
+    arrays = atom_arrays(extract_atoms("pep", "1-3"))
+    settings = dict(name="theirs", preset="tiny", steps=30, protein_names=["pep"])
+    other.submit_train(settings, arrays)
+    assert dsr_wait("theirs")["state"] == "done"
+    cmd.do("dsr_surface t=0.5, model=theirs, name=their_surface, resolution=32")
+    assert cmd.get_type("their_surface") == "object:cgo"
+    job_id = other.submit_train(dict(settings, name="endless", steps=100_000), arrays)
+    cmd.do("dsr_cancel endless")
+    assert other.wait(job_id, timeout=60)["state"] == "cancelled"
+    with pytest.raises(CmdException, match="training of 'endless' was cancelled"):
+        dsr_wait("endless")
+    with pytest.raises(CmdException, match="no training of 'nobody' in this session or on the server"):
+        dsr_wait("nobody")
 
 
 def test_a_dropped_connection_is_reported_and_the_job_completes_after_a_restart(tmp_path):
