@@ -24,7 +24,6 @@ from dsr_backend.evaluate_command import frame_indices
 from dsr_backend.query import MIN_COMPONENT
 from dsr_backend.report import format_value, markdown_table, write_reports
 from dsr_backend.series import SurfaceSeries
-from dsr_backend.surface import solvent_excluded_surface
 from dsr_backend.train import Trainer
 from dsr_backend.trained import TrainedModel
 from dsr_backend.trajectory import read_atom_frames
@@ -54,10 +53,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def training_series(atoms, output: str) -> tuple[SurfaceSeries, str]:
-    """The surfaces of the training frames as a series, saved in ``output``; the series and its path."""
+def training_series(reference: ReferenceFrames, output: str) -> tuple[SurfaceSeries, str]:
+    """The surfaces of the training frames as a series, saved in ``output``; the series and its path (the
+    reference keeps the meshes for scoring)."""
     start = time.perf_counter()
-    surfaces = [solvent_excluded_surface(atoms.coords[f], atoms.radii) for f in TRAIN_FRAMES]
+    surfaces = [reference.frame_surface(f, keep=True) for f in TRAIN_FRAMES]
     series = SurfaceSeries([s.points for s in surfaces], [s.normals for s in surfaces],
                            times=np.array(TRAIN_FRAMES, float), protein_names=["adk"])
     series_path = os.path.join(output, "series.npz")
@@ -66,12 +66,12 @@ def training_series(atoms, output: str) -> tuple[SurfaceSeries, str]:
     return series, series_path
 
 
-def train_model(atoms, args: argparse.Namespace) -> TrainedModel:
+def train_model(reference: ReferenceFrames, args: argparse.Namespace) -> TrainedModel:
     """Surfaces of the training frames, then training until the preset's steps or the time budget."""
-    series, series_path = training_series(atoms, args.output)
+    series, series_path = training_series(reference, args.output)
     overrides = {"steps": args.steps} if args.steps else {}
     trainer = Trainer(series, preset(args.preset, **overrides), device=args.device,
-                      metadata={"series": os.path.abspath(series_path), "atoms": len(atoms.radii)})
+                      metadata={"series": os.path.abspath(series_path), "atoms": len(reference.radii)})
     cancel = threading.Event()
     timer = threading.Timer(args.minutes * 60, cancel.set)
     timer.start()
@@ -110,8 +110,8 @@ def main() -> None:
     atoms = read_atom_frames(PSF, [DCD], select="protein")
     print(f"adenylate kinase: {len(atoms.radii)} atoms, {len(atoms.coords)} frames; torch threads "
           f"{torch.get_num_threads()}")
-    model = TrainedModel.load(args.model, device=args.device) if args.model else train_model(atoms, args)
     reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))
+    model = TrainedModel.load(args.model, device=args.device) if args.model else train_model(reference, args)
     start = time.perf_counter()
 
     def progress(done: int, total: int, label: str) -> None:

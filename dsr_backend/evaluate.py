@@ -33,7 +33,7 @@ from .errors import InvalidInputError
 from .metrics import METRIC_NAMES, RESOLUTION, SAMPLES, EmptySurfaceError, Shape, compare, signed_distance_grid
 from .query import MIN_COMPONENT, check_min_component, drop_small_components, sdf_grid
 from .series import SurfaceSeries
-from .surface import DEFAULT_SPACING, solvent_excluded_surface
+from .surface import DEFAULT_SPACING, Surface, solvent_excluded_surface
 from .trained import TrainedModel
 
 PROTOCOLS = ("reconstruction", "interpolation", "future 1-10", "future 11-20", "future >20", "past")
@@ -62,6 +62,7 @@ class ReferenceFrames:
     normals: list[np.ndarray] | None = None
     probe: float = 1.4
     spacing: float = DEFAULT_SPACING
+    meshes: dict[int, Surface] = field(default_factory=dict)  # frame index -> its surface, computed once
 
     @classmethod
     def from_atoms(cls, coords: np.ndarray, radii: np.ndarray, times: Sequence[float], probe: float = 1.4,
@@ -89,9 +90,19 @@ class ReferenceFrames:
         found = np.flatnonzero(np.isclose(self.times, time, rtol=0, atol=1e-6))
         return int(found[0]) if len(found) else None
 
-    def surface(self, coords: np.ndarray):
+    def surface(self, coords: np.ndarray) -> Surface:
         """Solvent-excluded surface mesh of atom coordinates (Å) with this reference's radii and settings."""
         return solvent_excluded_surface(coords, self.radii, probe=self.probe, spacing=self.spacing, mesh=True)
+
+    def frame_surface(self, index: int, keep: bool = False) -> Surface:
+        """The surface mesh of frame ``index``: from :attr:`meshes`, else computed (and kept there with
+        ``keep``, e.g. for frames that also make a training series)."""
+        if index in self.meshes:
+            return self.meshes[index]
+        surface = self.surface(self.coords[index])
+        if keep:
+            self.meshes[index] = surface
+        return surface
 
 
 def classify(times: Sequence[float], train_times: Sequence[float],
@@ -215,7 +226,7 @@ class Evaluator:
     def _reference_shape(self, index: int) -> Shape:
         ref = self.reference
         if ref.has_atoms:
-            surface = ref.surface(ref.coords[index])
+            surface = ref.frame_surface(index)
             return self._mesh_shape(surface.vertices, surface.faces, surface.normals, index)
         unit = self.model.normalization.to_unit(ref.points[index])
         return Shape.from_points(unit, ref.normals[index], self.resolution)

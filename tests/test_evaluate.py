@@ -127,6 +127,16 @@ def atom_model(tmp_path_factory):
     return folder, traj, model
 
 
+def test_reference_surfaces_are_computed_once_when_kept():
+    coords = np.array([[[0.0, 0, 0], [2.5, 0, 0], [5.0 + 0.3 * f, 0, 0]] for f in range(3)])
+    reference = ReferenceFrames.from_atoms(coords, np.full(3, 1.7), [0.0, 1.0, 2.0])
+    kept = reference.frame_surface(1, keep=True)
+    assert reference.frame_surface(1) is kept and list(reference.meshes) == [1]
+    fresh = reference.frame_surface(2)
+    assert list(reference.meshes) == [1] and fresh.vertices[:, 0].max() > kept.vertices[:, 0].max()
+    np.testing.assert_array_equal(reference.surface(coords[1]).faces, kept.faces)
+
+
 def run_evaluate(model, traj, *extra):
     return main(["evaluate", str(model), "--reference", str(traj), "--select", "all", "--resolution", "32",
                  "--samples", "4000", "-q", *extra])
