@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -28,6 +29,7 @@ POLL_SECONDS = 0.5
 RETRY_SECONDS = 2.0
 TIMEOUT = 30.0          # seconds for small requests
 TRANSFER_TIMEOUT = 600.0  # uploads, checkpoints and surface queries
+EVALUATION_TIMEOUT = 6 * 3600.0  # dsr_evaluate scores every frame on the server before it answers
 
 
 class ConnectionLost(CmdException):
@@ -148,12 +150,12 @@ class RemoteBackend:
             detail = error.reason
         return CmdException(str(detail) if error.code < 500 else f"the DSR server failed ({error.code}): {detail}")
 
-    def _upload(self, path: str, body: bytes, method: str = "POST") -> Any:
+    def _upload(self, path: str, body: bytes, method: str = "POST", timeout: float = TRANSFER_TIMEOUT) -> Any:
         limit = self.info["max_upload_bytes"]
         if len(body) > limit:
             raise CmdException(f"the upload has {len(body)} bytes; the DSR server at {self.url} accepts at most "
                                f"{limit} (dsr serve --max-upload-mb)")
-        return self._json(method, path, body, TRANSFER_TIMEOUT)
+        return self._json(method, path, body, timeout)
 
     def _json(self, method: str, path: str, body: bytes | None = None, timeout: float = TIMEOUT) -> Any:
         return json.loads(self._request(method, path, body, timeout))
@@ -259,8 +261,16 @@ class RemoteBackend:
     def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
                  resolution: int = 128, samples: int = 300_000, baselines: bool = True,
                  frames: list[int] | None = None, all_times: list[float] | None = None) -> dict:
-        raise CmdException("dsr_evaluate does not run on the remote backend yet: save the model (dsr_save), "
-                           "load it into an embedded backend (dsr_backend embedded, then dsr_load) and evaluate there")
+        """Score the model on the server against the reference atoms sent (see ``Engine.evaluate``)."""
+        settings = dict(train_times=[float(t) for t in train_times], protein=protein, resolution=int(resolution),
+                        samples=int(samples), baselines=bool(baselines),
+                        frames=None if frames is None else [int(i) for i in frames],
+                        all_times=None if all_times is None else [float(t) for t in all_times])
+        body = _npz({**arrays, "settings": np.array(json.dumps(settings))})
+        result = self._upload(f"/models/{self._quote(model)}/evaluate", body, timeout=EVALUATION_TIMEOUT)
+        for row in result["summary"] + result["frames"]:  # JSON has no NaN: the server sends null
+            row.update({key: math.nan for key, value in row.items() if value is None})
+        return result
 
     def close(self) -> None:
         """Nothing to end: jobs and models stay on the server."""

@@ -7,6 +7,7 @@ from pymol import CmdException, cmd
 import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.evaluation import dsr_evaluate
 from pymol_dsr.session import session_for
+from tests.server_process import ServerProcess
 from tests.test_pymol_atoms import hinge_peptide
 
 
@@ -53,6 +54,25 @@ def test_same_scores_from_the_subprocess_worker(trained_peptide):
     for key, row in rows(in_process).items():
         assert rows(worker)[key]["iou"] == pytest.approx(row["iou"], abs=1e-9)
         assert rows(worker)[key]["chamfer"] == pytest.approx(row["chamfer"], rel=1e-6)
+
+
+def test_same_scores_from_the_remote_backend(trained_peptide, tmp_path):
+    in_process = dsr_evaluate("pep_dsr", states="2 6", resolution=32, samples=3000)
+    server = ServerProcess(tmp_path / "data").start()
+    session = session_for(cmd)
+    try:
+        cmd.do(f"dsr_backend url={server.url}, token_file={server.token_file}")
+        cmd.do(f"dsr_load {trained_peptide}, pep_dsr")
+        remote = dsr_evaluate("pep_dsr", states="2 6", resolution=32, samples=3000)
+    finally:
+        session.set_backend("thread")
+        cmd.do(f"dsr_load {trained_peptide}, pep_dsr")
+        server.stop()
+    assert rows(remote).keys() == rows(in_process).keys()
+    for key, row in rows(in_process).items():
+        assert rows(remote)[key]["iou"] == pytest.approx(row["iou"], abs=1e-9)
+        assert rows(remote)[key]["chamfer"] == pytest.approx(row["chamfer"], rel=1e-6)
+    assert remote["table"] == in_process["table"]
 
 
 @pytest.mark.parametrize("kwargs, message", [

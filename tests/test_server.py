@@ -16,7 +16,7 @@ from dsr_backend.server.auth import load_or_create_token, token_matches
 from dsr_backend.server.store import Store
 from dsr_backend.synthetic import MovingSphere
 from dsr_backend.trained import TrainedModel
-from tests.server_process import ServerProcess, job_upload
+from tests.server_process import ServerProcess, job_upload, npz
 
 STATES = [1.0, 5.0, 9.0]
 UPLOAD_MB = 1
@@ -191,6 +191,40 @@ def test_bad_checkpoints_and_queries_are_refused(server, trained):
                                   ("/models/ghost/surface", 404, "no DSR model named 'ghost'")):
         code, reply = server.request("GET", query)
         assert code == status and reason in json.loads(reply)["detail"], (query, reply)
+
+
+def evaluation_upload(settings, **replace):
+    coords = np.zeros((2, 3, 3)) + np.array([[0.0, 0, 0], [1.5, 0, 0], [3.0, 0, 0]])
+    arrays = dict(settings=np.array(json.dumps({"resolution": 32, **settings})), times=np.array([1.0, 5.0]), coords=coords,
+                  radii=np.full(3, 1.7))
+    arrays.update(replace)
+    return npz(**{key: value for key, value in arrays.items() if value is not None})
+
+
+@pytest.mark.parametrize("body, reason", [
+    (evaluation_upload({}), "'train_times' must be a list"),
+    (evaluation_upload({"train_times": [1], "resolution": 4}), "'resolution' must be an integer in [8, 64]"),
+    (evaluation_upload({"train_times": [1], "samples": 10}), "'samples' must be an integer"),
+    (evaluation_upload({"train_times": [1], "frames": [2]}), "indices into the 2 frames"),
+    (evaluation_upload({"train_times": [1], "colour": "red"}), "unknown setting(s) colour"),
+    (evaluation_upload({"train_times": [1]}, radii=np.full(2, 1.7)), "'coords' has shape (2, 3, 3)"),
+    (evaluation_upload({"train_times": [1]}, radii=None), "got coords, settings, times"),
+], ids=["no train_times", "resolution", "samples", "frames", "unknown setting", "radii", "missing array"])
+def test_bad_evaluation_requests_are_refused_with_the_reason(server, trained, body, reason):
+    status, reply = server.request("POST", f"/models/{trained}/evaluate", body)
+    assert status == 400 and reason in json.loads(reply)["detail"], reply
+
+
+def test_an_evaluation_on_the_server(server, trained, sphere):
+    # one atom at the sphere's centre, 10.5 Å for its 10-13 Å: the reference surface is about the sphere
+    body = evaluation_upload({"train_times": STATES, "resolution": 24, "samples": 500, "baselines": False},
+                             times=np.array([1.0, 9.0]), coords=np.array([[sphere.center(1.0)], [sphere.center(9.0)]]),
+                             radii=np.array([10.5]))
+    result = server.json("POST", f"/models/{trained}/evaluate", body)
+    assert [row["protocol"] for row in result["summary"]] == ["reconstruction"]
+    assert result["summary"][0]["n"] == 2 and 0.5 < result["summary"][0]["iou"] <= 1.0
+    assert "| reconstruction | DSR | 2 |" in result["table"]
+    assert server.request("POST", "/models/nobody/evaluate", body)[0] == 404
 
 
 def test_two_clients_at_once_queue_and_both_complete(server, series, trained):

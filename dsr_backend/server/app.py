@@ -143,6 +143,14 @@ def create_app(service: JobService, token: str, docs: bool = True) -> FastAPI:
         rows = service.surfaces(name, t, level, resolution, parse_protein(protein), speed, min_component)
         return Response(pack_surfaces(rows), media_type=NPZ)
 
+    @api.post("/models/{name}/evaluate", tags=["queries"], openapi_extra=BINARY_BODY)
+    async def evaluate(name: str, request: Request) -> dict[str, Any]:
+        """Score the model against reference atoms with the paper's metrics and protocols; body: an
+        ``.npz`` of ``settings`` (JSON: ``train_times``, ``protein``, ``resolution``, ``samples``,
+        ``baselines``, ``frames``, ``all_times``), ``times``, ``coords`` and ``radii``. Answers ``summary``,
+        ``frames`` and a markdown ``table``; it takes as long as the scoring (minutes for many frames)."""
+        return await run_in_threadpool(service.evaluate, name, await read_body(request, limit))
+
     @api.get("/models/{name}/sdf", tags=["queries"], response_class=Response, responses=NPZ_RESPONSE)
     def sdf(name: str, t: float = 0.5, resolution: int = 64, protein: str = "0") -> Response:
         """The signed distance (Å) on a grid over the series box, as an ``.npz``: ``grid`` (R, R, R)

@@ -355,6 +355,14 @@ class JobService:
         with self._queries:
             return self.engine.sdf_grid(name, t, resolution, protein)
 
+    def evaluate(self, name: str, data: bytes) -> dict[str, Any]:
+        """Score model ``name`` against uploaded reference atoms (see :func:`.uploads.evaluation_upload`
+        and :meth:`Engine.evaluate`): ``summary``, ``frames``, ``table``."""
+        settings, arrays = uploads.evaluation_upload(data, self.config.max_upload_bytes, self.config.max_resolution)
+        name = self._ready(name)
+        with self._queries:
+            return _json_safe(self.engine.evaluate(name, arrays, **settings))
+
     def _check_query(self, ts: list[float], levels: list[float], resolution: int) -> None:
         if not 1 <= len(ts) <= MAX_TIMES or not 1 <= len(levels) <= MAX_LEVELS:
             raise InvalidInputError(f"give 1-{MAX_TIMES} times and 1-{MAX_LEVELS} levels")
@@ -386,3 +394,14 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     public.update(preset=settings["preset"], steps=settings["steps"], protein_names=settings["protein_names"],
                   metrics=dict(loss=record["loss"], steps_per_second=record["rate"]))
     return public
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a frame without a model surface) as None, for JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value

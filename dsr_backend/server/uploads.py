@@ -1,4 +1,4 @@
-"""Validation of what clients upload: training data as a flat ``.npz`` and its settings.
+"""Validation of what clients upload: training data or evaluation references as a flat ``.npz``, and settings.
 
 Nothing is unpickled: arrays are read with ``np.load(allow_pickle=False)`` after the archive's declared
 sizes are checked (so a small compressed file cannot expand past the cap). Each failure is an
@@ -132,6 +132,86 @@ def _length(values: np.ndarray, key: str, frames: int) -> None:
 
 def check_settings(raw: np.ndarray) -> dict[str, Any]:
     """The job settings stored as a JSON object in a 0-d string array."""
+    settings = _json_object(raw)
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    check_name(settings.get("name"))
+    preset = settings.setdefault("preset", DEFAULT_PRESET)
+    if preset not in PRESETS:
+        raise InvalidInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    steps = settings.setdefault("steps", 0)
+    if not _is_int(steps) or not 0 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
+    if not isinstance(settings.setdefault("device", ""), str):
+        raise InvalidInputError("'device' must be a string")
+    names = settings.get("protein_names", ["protein"])
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names):
+        raise InvalidInputError("'protein_names' must be a non-empty list of names of 1-64 characters")
+    if not isinstance(settings.setdefault("metadata", {}), dict):
+        raise InvalidInputError("'metadata' must be a JSON object")
+    return settings
+
+
+EVALUATION_SETTINGS = ("train_times", "protein", "resolution", "samples", "baselines", "frames", "all_times")
+MAX_EVALUATION_SAMPLES = 1_000_000
+
+
+def evaluation_upload(data: bytes, max_bytes: int, max_resolution: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Settings and reference atoms of an evaluation request.
+
+    The archive holds ``settings`` (a JSON object: ``train_times``, and optionally ``protein``,
+    ``resolution``, ``samples``, ``baselines``, ``frames``, ``all_times``; see
+    :meth:`dsr_backend.worker.Engine.evaluate`), ``times`` (K,), ``coords`` (K, N, 3) Å and ``radii`` (N,).
+    """
+    arrays = read_npz(data, max_bytes)
+    expected = ("settings", "times", "coords", "radii")
+    if sorted(arrays) != sorted(expected):
+        raise InvalidInputError(f"an evaluation sends the arrays {', '.join(expected)}; got {', '.join(sorted(arrays))}")
+    settings = _evaluation_settings(arrays["settings"], max_resolution)
+    times = _numeric(arrays, "times", 1, "iuf").astype(np.float64)
+    coords = _numeric(arrays, "coords", 3, "f")
+    radii = _numeric(arrays, "radii", 1, "f")
+    if coords.shape[0] != len(times) or coords.shape[1:] != (len(radii), 3) or len(radii) == 0:
+        raise InvalidInputError(f"'coords' has shape {coords.shape}; 'times' and 'radii' need "
+                                f"({len(times)}, {len(radii)}, 3) with at least one atom")
+    if np.any(radii <= 0):
+        raise InvalidInputError("'radii' must be positive")
+    frames = settings["frames"]
+    if frames is not None and not all(0 <= index < len(times) for index in frames):
+        raise InvalidInputError(f"'frames' are indices into the {len(times)} frames sent")
+    return settings, dict(times=times, coords=coords.astype(np.float32), radii=radii.astype(np.float32))
+
+
+def _evaluation_settings(raw: np.ndarray, max_resolution: int) -> dict[str, Any]:
+    settings = _json_object(raw)
+    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
+    if unknown:
+        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(EVALUATION_SETTINGS)}")
+    checked = dict(train_times=_numbers(settings.get("train_times"), "train_times"),
+                   protein=settings.get("protein", 0), resolution=settings.get("resolution", 128),
+                   samples=settings.get("samples", 300_000), baselines=settings.get("baselines", True),
+                   frames=settings.get("frames"), all_times=settings.get("all_times"))
+    if not checked["train_times"]:
+        raise InvalidInputError("'train_times' must name at least one training time")
+    if not isinstance(checked["protein"], (int, str)) or isinstance(checked["protein"], bool):
+        raise InvalidInputError("'protein' must be an index or a protein name")
+    if not _is_int(checked["resolution"]) or not 8 <= checked["resolution"] <= max_resolution:
+        raise InvalidInputError(f"'resolution' must be an integer in [8, {max_resolution}]")
+    if not _is_int(checked["samples"]) or not 100 <= checked["samples"] <= MAX_EVALUATION_SAMPLES:
+        raise InvalidInputError(f"'samples' must be an integer in [100, {MAX_EVALUATION_SAMPLES}]")
+    if not isinstance(checked["baselines"], bool):
+        raise InvalidInputError("'baselines' must be true or false")
+    if checked["frames"] is not None and (not isinstance(checked["frames"], list)
+                                          or not all(_is_int(index) for index in checked["frames"])):
+        raise InvalidInputError("'frames' must be a list of frame indices")
+    if checked["all_times"] is not None:
+        checked["all_times"] = _numbers(checked["all_times"], "all_times")
+    return checked
+
+
+def _json_object(raw: np.ndarray) -> dict[str, Any]:
+    """The JSON object held in a 0-d string array."""
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise InvalidInputError("'settings' must be one JSON string (numpy.array(json.dumps(settings)))")
     text = str(raw)
@@ -143,21 +223,15 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
         raise InvalidInputError(f"'settings' is not valid JSON: {error}") from None
     if not isinstance(settings, dict):
         raise InvalidInputError("'settings' must be a JSON object")
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
-    check_name(settings.get("name"))
-    preset = settings.setdefault("preset", DEFAULT_PRESET)
-    if preset not in PRESETS:
-        raise InvalidInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    steps = settings.setdefault("steps", 0)
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_STEPS:
-        raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
-    if not isinstance(settings.setdefault("device", ""), str):
-        raise InvalidInputError("'device' must be a string")
-    names = settings.get("protein_names", ["protein"])
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names):
-        raise InvalidInputError("'protein_names' must be a non-empty list of names of 1-64 characters")
-    if not isinstance(settings.setdefault("metadata", {}), dict):
-        raise InvalidInputError("'metadata' must be a JSON object")
     return settings
+
+
+def _numbers(values: Any, key: str) -> list[float]:
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and np.isfinite(v) for v in values):
+        raise InvalidInputError(f"'{key}' must be a list of finite numbers")
+    return [float(v) for v in values]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
