@@ -416,12 +416,7 @@ ARGUMENTS
     if not name:
         raise CmdException("dsr_delete needs a model name (dsr_list shows them)")
     session = session_for(_self)
-    task = session.tasks.get(name)
-    if task is not None and task.running:
-        raise CmdException(f"model '{name}' is still training; stop it with dsr_cancel")
-    known = [info["name"] for info in session.backend().models()] if session.started else []
-    if name not in known:
-        raise CmdException(f"no DSR model named '{name}' (models: {', '.join(known) or 'none'})")
+    session.model_info(name)  # a model still training or unknown is refused with the reason
     session.backend().delete_model(name)
     session.tasks.pop(name, None)
     if session.current == name:
