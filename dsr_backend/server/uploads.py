@@ -132,10 +132,7 @@ def _length(values: np.ndarray, key: str, frames: int) -> None:
 
 def check_settings(raw: np.ndarray) -> dict[str, Any]:
     """The job settings stored as a JSON object in a 0-d string array."""
-    settings = _json_object(raw)
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    settings = _json_object(raw, SETTINGS)
     check_name(settings.get("name"))
     preset = settings.setdefault("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
@@ -184,10 +181,7 @@ def evaluation_upload(data: bytes, max_bytes: int, max_resolution: int) -> tuple
 
 
 def _evaluation_settings(raw: np.ndarray, max_resolution: int) -> dict[str, Any]:
-    settings = _json_object(raw)
-    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
-    if unknown:
-        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(EVALUATION_SETTINGS)}")
+    settings = _json_object(raw, EVALUATION_SETTINGS)
     checked = dict(train_times=_numbers(settings.get("train_times"), "train_times"),
                    protein=settings.get("protein", 0), resolution=settings.get("resolution", 128),
                    samples=settings.get("samples", 300_000), baselines=settings.get("baselines", True),
@@ -210,8 +204,8 @@ def _evaluation_settings(raw: np.ndarray, max_resolution: int) -> dict[str, Any]
     return checked
 
 
-def _json_object(raw: np.ndarray) -> dict[str, Any]:
-    """The JSON object held in a 0-d string array."""
+def _json_object(raw: np.ndarray, known: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object held in a 0-d string array, whose keys must be among ``known``."""
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise InvalidInputError("'settings' must be one JSON string (numpy.array(json.dumps(settings)))")
     text = str(raw)
@@ -223,6 +217,9 @@ def _json_object(raw: np.ndarray) -> dict[str, Any]:
         raise InvalidInputError(f"'settings' is not valid JSON: {error}") from None
     if not isinstance(settings, dict):
         raise InvalidInputError("'settings' must be a JSON object")
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise InvalidInputError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return settings
 
 
