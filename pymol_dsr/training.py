@@ -117,13 +117,15 @@ class TrainTask:
         """A started task that follows a job submitted elsewhere (e.g. by an earlier session to a server)."""
         task = cls(backend, dict(name=job["name"]), dict(times=np.zeros(0)), report=report)
         task.job_id, task._status = job["id"], dict(job)
-        threading.Thread(target=lambda: task._say(task.outcome(task._until_end(task._follow))), daemon=True,
-                         name=f"dsr-task-{task.name}").start()
+        task._in_thread(lambda: task._until_end(task._follow))
         return task
 
     def start(self) -> None:
         """Run in a daemon thread and report the outcome there."""
-        threading.Thread(target=lambda: self._say(self.outcome(self.run())), daemon=True,
+        self._in_thread(self.run)
+
+    def _in_thread(self, run: Callable[[], dict]) -> None:
+        threading.Thread(target=lambda: self._say(self.outcome(run())), daemon=True,
                          name=f"dsr-task-{self.name}").start()
 
     def run(self) -> dict:
