@@ -15,7 +15,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
