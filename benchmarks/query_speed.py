@@ -34,13 +34,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--t", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if not os.path.isfile(args.model):
         raise SystemExit(f"{args.model} not found: run 'pymol -c examples/quickstart.pml' first")
     torch.set_num_threads(args.threads)
-    model = TrainedModel.load(args.model, device="cpu")
+    model = TrainedModel.load(args.model, device=args.device)
     sdf_grid(model, args.t, 16)  # warm-up
-    print(f"query time at t={args.t}, model {args.model}, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"query time at t={args.t}, model {args.model}, torch {torch.__version__}, {args.device}, "
+          f"{args.threads} thread(s)")
     print(f"{'resolution':>10} {'dense s':>8} {'band s':>7} {'speed-up':>8} {'evaluated':>9} {'faces':>15} "
           f"{'vertex gap':>16}")
     for resolution in args.resolution:

@@ -26,7 +26,7 @@ from dsr_backend.report import format_value, markdown_table, write_reports
 from dsr_backend.series import SurfaceSeries
 from dsr_backend.train import Trainer
 from dsr_backend.trained import TrainedModel
-from dsr_backend.trajectory import read_atom_frames
+from dsr_backend.trajectory import AtomFrames, read_atom_frames
 
 TRAIN_FRAMES = list(range(0, 80, 2))
 PAPER = {  # Table 1 (reconstruction) and Table 2 (future prediction), DIMS rows: (mean, std)
@@ -34,6 +34,7 @@ PAPER = {  # Table 1 (reconstruction) and Table 2 (future prediction), DIMS rows
     "future 1-10": {"iou": (0.8467, 0.0423), "chamfer": (0.0010, 0.0005), "nc": (0.8666, 0.0504)},
     "future 11-20": {"iou": (0.6835, 0.0551), "chamfer": (0.0055, 0.0020), "nc": (0.6932, 0.0474)},
 }
+ATOMS_HELP = ".npz of the trajectory's atoms: read if it exists, else written from MDAnalysisTests"
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,17 +51,37 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-component", type=float, default=MIN_COMPONENT,
                         help=f"smallest piece of the model's surface kept, share of the largest (default {MIN_COMPONENT})")
     parser.add_argument("-o", "--output", default="dims_out", help="folder for series, model, tables and plots")
+    parser.add_argument("--atoms", help=ATOMS_HELP)
     return parser.parse_args()
 
 
+def dims_atoms(cache: str | None = None) -> AtomFrames:
+    """The protein atoms of adenylate kinase over the 98 DIMS frames, read from MDAnalysisTests, or from
+    ``cache`` where an earlier call wrote them (for a machine without MDAnalysis)."""
+    if cache and os.path.exists(cache):
+        with np.load(cache) as data:
+            return AtomFrames(data["coords"], data["radii"], data["elements"].tolist(), data["frame_indices"],
+                              data["times_ps"])
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    atoms = read_atom_frames(PSF, [DCD], select="protein")
+    if cache:
+        np.savez_compressed(cache, coords=atoms.coords, radii=atoms.radii, elements=np.array(atoms.elements),
+                            frame_indices=atoms.frame_indices, times_ps=atoms.times_ps)
+    return atoms
+
+
 def training_series(reference: ReferenceFrames, output: str) -> tuple[SurfaceSeries, str]:
-    """The surfaces of the training frames as a series, saved in ``output``; the series and its path (the
-    reference keeps the meshes for scoring)."""
+    """The surfaces of the training frames as a series, saved in ``output`` (or read from there, where an
+    earlier run saved it); the series and its path (the reference keeps new meshes for scoring)."""
+    series_path = os.path.join(output, "series.npz")
+    if os.path.exists(series_path):
+        print(f"surfaces of the training frames: {series_path} (delete it to compute them again)")
+        return SurfaceSeries.load(series_path), series_path
     start = time.perf_counter()
     surfaces = [reference.frame_surface(f, keep=True) for f in TRAIN_FRAMES]
     series = SurfaceSeries([s.points for s in surfaces], [s.normals for s in surfaces],
                            times=np.array(TRAIN_FRAMES, float), protein_names=["adk"])
-    series_path = os.path.join(output, "series.npz")
     series.save(series_path)
     print(f"surfaces of {len(TRAIN_FRAMES)} training frames: {time.perf_counter() - start:.0f} s")
     return series, series_path
@@ -105,9 +126,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
-    from MDAnalysisTests.datafiles import DCD, PSF
-
-    atoms = read_atom_frames(PSF, [DCD], select="protein")
+    atoms = dims_atoms(args.atoms)
     print(f"adenylate kinase: {len(atoms.radii)} atoms, {len(atoms.coords)} frames; torch threads "
           f"{torch.get_num_threads()}")
     reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))

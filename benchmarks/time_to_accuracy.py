@@ -5,7 +5,9 @@ sets runs side by side and prints the time ratios.
     python benchmarks/time_to_accuracy.py --preset paper --minutes 75 --threads 1 -o tta/paper
     python benchmarks/time_to_accuracy.py --compare tta/fast tta/paper
 
-Run the presets at the same time (one core each) so that both see the same machine. Training is that of
+Run the presets at the same time (one core each) so that both see the same machine; on a GPU
+(``--device cuda``) one after the other, with ``--precision`` and ``--compile`` for the arithmetic variants.
+``--atoms FILE.npz`` keeps the trajectory's atoms for a machine without MDAnalysis. Training is that of
 ``reproduce_dims.py`` (states 1-80:2 of adenylate kinase) until the preset's steps or the budget; the network
 is copied at probe times growing by ``--growth`` (copies are not counted as training time) and every copy is
 scored after training: reconstruction IoU on the paper's 128^3 grid (narrow-band query, specks below 1 %
@@ -29,8 +31,7 @@ from dsr_backend.metrics import RESOLUTION, iou, mesh_occupancy
 from dsr_backend.query import drop_small_components, narrow_band_sdf_grid
 from dsr_backend.train import Trainer
 from dsr_backend.trained import TrainedModel
-from dsr_backend.trajectory import read_atom_frames
-from reproduce_dims import PAPER, TRAIN_FRAMES, training_series
+from reproduce_dims import ATOMS_HELP, PAPER, TRAIN_FRAMES, dims_atoms, training_series
 
 TARGETS = (0.80, 0.85, 0.88, 0.90, 0.92, PAPER["reconstruction"]["iou"][0])
 
@@ -44,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
     parser.add_argument("--frames", default="0:80:20", help="training frames scored, START:STOP:STEP (default 0:80:20)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override the preset's arithmetic")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)")
+    parser.add_argument("--atoms", help=ATOMS_HELP)
     parser.add_argument("-o", "--output", default="tta_out", help="folder for the series and curve.json")
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="output folders of runs to compare, fastest last")
     return parser.parse_args()
@@ -51,7 +55,10 @@ def parse_args() -> argparse.Namespace:
 
 def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
     """Train, copying the weights at each probe time; the copies with their training time and step."""
-    trainer = Trainer(series, preset(args.preset), device=args.device)
+    overrides = {"precision": args.precision} if args.precision else {}
+    if args.compile:
+        overrides["compile"] = True
+    trainer = Trainer(series, preset(args.preset, **overrides), device=args.device)
     budget, next_probe, paused = args.minutes * 60.0, args.first, 0.0
     copies: list[dict] = []
     cancel = threading.Event()
@@ -73,15 +80,15 @@ def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
             cancel.set()
 
     trainer.run(progress=progress, cancel=cancel)
+    trainer.save(os.path.join(args.output, "model.pt"))
     return copies
 
 
-def reference_occupancy(atoms, frames: list[int], normalization) -> dict[int, np.ndarray]:
+def reference_occupancy(reference: ReferenceFrames, frames: list[int], normalization) -> dict[int, np.ndarray]:
     """Inside/outside of each frame's solvent-excluded surface on the evaluation grid of the model's frame."""
-    reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))
     occupancy = {}
     for frame in frames:
-        surface = reference.surface(atoms.coords[frame])
+        surface = reference.frame_surface(frame)
         occupancy[frame] = mesh_occupancy(normalization.to_unit(surface.vertices), surface.faces, RESOLUTION)
     return occupancy
 
@@ -107,6 +114,14 @@ def time_to_reach(curve: list[dict], target: float) -> float | None:
     return next((point["seconds"] for point in curve if point["iou"] >= target), None)
 
 
+def run_label(run: dict) -> str:
+    """Preset, arithmetic where set, and the device or CPU threads of a run."""
+    where = run.get("device", "cpu")
+    where = f"{run['threads']} thr" if where == "cpu" else where
+    compiled = "compiled" if run.get("compile") else None
+    return ", ".join(part for part in (run["preset"], run.get("precision"), compiled, where) if part)
+
+
 def compare(folders: list[str]) -> None:
     """Seconds to each target IoU per run, and each run's time over the last (fastest) run's; the first row is
     the best IoU the weakest run reached."""
@@ -114,8 +129,7 @@ def compare(folders: list[str]) -> None:
     for folder in folders:
         with open(os.path.join(folder, "curve.json"), encoding="utf-8") as handle:
             runs.append(json.load(handle))
-    names = [f"{os.path.basename(os.path.normpath(folder))} ({run['preset']}, {run['threads']} thr)"
-             for folder, run in zip(folders, runs)]
+    names = [f"{os.path.basename(os.path.normpath(folder))} ({run_label(run)})" for folder, run in zip(folders, runs)]
     print("| IoU reached | " + " | ".join(names) + " | ratio vs " + names[-1] + " |")
     print("|---:|" + "---:|" * (len(runs) + 1))
     weakest = min(max(point["iou"] for point in run["curve"]) for run in runs)
@@ -146,18 +160,18 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
-    from MDAnalysisTests.datafiles import DCD, PSF
-
-    atoms = read_atom_frames(PSF, [DCD], select="protein")
+    atoms = dims_atoms(args.atoms)
     frames = frame_indices(args.frames, len(atoms.coords))
     if not set(frames) <= set(TRAIN_FRAMES):
         raise SystemExit(f"--frames must be training frames ({TRAIN_FRAMES[0]}..{TRAIN_FRAMES[-1]} step 2)")
-    series, _ = training_series(atoms, args.output)
-    print(f"training {args.preset} for up to {args.minutes:g} min on {torch.get_num_threads()} thread(s)")
+    reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))
+    series, _ = training_series(reference, args.output)
+    print(f"training {run_label(vars(args))} for up to {args.minutes:g} min")
     copies = train_with_probes(series, args)
     print(f"scoring {len(copies)} probes on frames {frames}")
-    curve = score(copies, reference_occupancy(atoms, frames, series.normalization), args.device)
-    result = dict(preset=args.preset, threads=args.threads, frames=frames, curve=curve)
+    curve = score(copies, reference_occupancy(reference, frames, series.normalization), args.device)
+    result = dict(preset=args.preset, precision=args.precision, compile=args.compile, device=args.device,
+                  threads=args.threads, frames=frames, curve=curve)
     with open(os.path.join(args.output, "curve.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
     compare([args.output])

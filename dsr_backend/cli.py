@@ -108,7 +108,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         parser.add_argument("--batch-size", type=int, help="surface points per step (over all processes)"),
         parser.add_argument("--frames-per-step", type=int, help="frames per step (0: all)"),
         parser.add_argument("--lr", type=float, help="learning rate"),
-        parser.add_argument("--precision", choices=["fp32", "bf16"], help="arithmetic of the network"),
+        parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="arithmetic of the network"),
+        parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)"),
         parser.add_argument("--seed", type=int),
         parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints"),
         parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)"),
@@ -141,7 +142,7 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
-        ("frames_per_step", args.frames_per_step)) if value is not None}
+        ("frames_per_step", args.frames_per_step), ("compile", args.compile or None)) if value is not None}
     if not args.config:
         return preset(args.preset, num_proteins=num_proteins, **overrides)
     try:

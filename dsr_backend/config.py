@@ -10,6 +10,8 @@ from .kplanes import KPlanesConfig
 from .model import ModelConfig
 from .networks import NetworkConfig, network_config_from_dict, network_config_to_dict
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,13 +37,14 @@ class TrainConfig:
     distance_weight: float = 0.0      # weight of the signed distance term near the surface (0: IGR only)
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
-    precision: str = "fp32"           # "fp32" or "bf16" (matrix products in bfloat16)
+    precision: str = "fp32"           # "fp32", "tf32" (CUDA matrix products in TF32) or "bf16" (MLP in bfloat16)
+    compile: bool = False             # torch.compile the loss (MLP presets; the K-Planes double backward cannot)
     seed: int = 0
     checkpoint_every: int = 1000
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise InvalidInputError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "epochs", "lr_decay_epochs"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
@@ -49,6 +52,9 @@ class TrainConfig:
             raise InvalidInputError("steps, frames_per_step and checkpoint_every must not be negative")
         if self.distance_weight < 0 or self.time_smoothness < 0:
             raise InvalidInputError("distance_weight and time_smoothness must not be negative")
+        if self.compile and isinstance(self.model, KPlanesConfig):
+            raise InvalidInputError("compile works with the MLP presets only: torch cannot compile the double "
+                                    "backward through grid_sample of the K-Planes model")
         if not self.lr > 0:
             raise InvalidInputError(f"lr must be positive, got {self.lr}")
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -56,18 +56,18 @@ class ReplicaLoss(nn.Module):
     """
 
     def __init__(self, network: nn.Module, config: TrainConfig, dtype: torch.dtype, surface_share: float,
-                 space_share: float, world_size: int):
+                 space_share: float, world_size: int, loss_function: Callable = igr_loss):
         super().__init__()
-        self.network, self.config, self.dtype = network, config, dtype
+        self.network, self.config, self.dtype, self.loss_function = network, config, dtype, loss_function
         self.scale = world_size * surface_share
         self.eikonal_weight = config.eikonal_weight * space_share / surface_share
         self.latent_weight = config.latent_weight / self.scale
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.eikonal_weight,
-                               self.latent_weight, dtype=self.dtype,
-                               smoothness_weight=self.config.time_smoothness / self.scale,
-                               distance_weight=self.config.distance_weight)
+        loss, terms = self.loss_function(self.network, batch, self.config.normal_weight, self.eikonal_weight,
+                                         self.latent_weight, dtype=self.dtype,
+                                         smoothness_weight=self.config.time_smoothness / self.scale,
+                                         distance_weight=self.config.distance_weight)
         return self.scale * loss, terms
 
 
@@ -108,7 +108,7 @@ class DistributedTrainer(Trainer):
         self.space_share = ((self.surface_share * self.sampler.batch_size + global_share * self.sampler.num_global)
                             / (self.sampler.batch_size + self.sampler.num_global))
         replica = ReplicaLoss(self.network, config, self.compute_dtype, self.surface_share, self.space_share,
-                              self.world_size)
+                              self.world_size, self.loss_function)
         self.replica = DistributedDataParallel(
             replica, device_ids=[self.device] if self.device.type == "cuda" else None)
 

@@ -7,7 +7,7 @@ area-uniform samples (300k per surface by default); NC takes every ground-truth 
 predicted vertex and averages ``|n_gt . n_pred|``. The symmetric variants are ONet's: Chamfer-L1 (the
 paper's eq. 6-7, unsquared distances) and NC averaged over both directions on the samples.
 
-Nearest neighbours: scipy's cKDTree on CPU, pykeops on CUDA.
+Nearest neighbours: scipy's cKDTree on CPU, pykeops on CUDA (brute force in torch where pykeops is missing).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from .errors import InvalidInputError
-from .neighbours import keops_nearest, search_method
+from .neighbours import nearest, search_method
 from .query import unit_grid_axis, unit_marching_cubes
 
 RESOLUTION = 128
@@ -226,14 +226,15 @@ def nearest_neighbours(queries: np.ndarray, points: np.ndarray, device: str | to
                        method: str = "auto", tree: cKDTree | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distance from each query point to its nearest point of ``points``, and that point's index.
 
-    ``method`` "auto" uses pykeops on CUDA and cKDTree (``tree`` if given) on CPU; "keops" and "kdtree"
-    force one.
+    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and cKDTree (``tree`` if given)
+    on CPU; "keops", "torch" and "kdtree" force one.
     """
-    if search_method(method, device) == "kdtree":
+    method = search_method(method, device)
+    if method == "kdtree":
         return (tree if tree is not None else cKDTree(points)).query(queries, workers=_workers())
     x = torch.as_tensor(np.asarray(queries, np.float32), device=device)
     y = torch.as_tensor(np.asarray(points, np.float32), device=device)
-    squared, index = keops_nearest(x, y)
+    squared, index = nearest(x, y, 1, method)
     return squared.sqrt().view(-1).cpu().numpy().astype(np.float64), index.view(-1).cpu().numpy()
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .neighbours import keops_nearest, search_method
+from .neighbours import nearest, search_method
 from .series import SurfaceSeries
 
 
@@ -15,16 +15,17 @@ def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
                  method: str = "auto") -> np.ndarray:
     """Distance from every point to its k-th nearest other point (k clamped to the cloud size).
 
-    ``method`` "auto" uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each);
-    "keops" and "kdtree" force one.
+    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and scipy's cKDTree on CPU
+    (the faster choice on each); "keops", "torch" and "kdtree" force one.
     """
     points = np.asarray(points, dtype=np.float32)
     k = min(k, len(points) - 1)
     if k < 1:
         return np.full(len(points), 1e-2, dtype=np.float32)
-    if search_method(method, device) == "keops":
+    method = search_method(method, device)
+    if method != "kdtree":
         tensor = torch.as_tensor(points, device=device)
-        squared, _ = keops_nearest(tensor, tensor, k + 1)  # column 0 is the point itself
+        squared, _ = nearest(tensor, tensor, k + 1, method)  # column 0 is the point itself
         return squared[:, k].sqrt().cpu().numpy()
     distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)
     return distances[:, k].astype(np.float32)
@@ -122,12 +123,13 @@ class SeriesSampler:
 class FrameNearest:
     """Nearest-point look-ups in the point cloud of each frame.
 
-    ``method`` "auto" uses pykeops on CUDA and cKDTrees on CPU; "keops" and "kdtree" force one.
+    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and cKDTrees on CPU; "keops",
+    "torch" and "kdtree" force one.
     """
 
     def __init__(self, clouds: list[np.ndarray], device: torch.device | str = "cpu", method: str = "auto"):
         self.method = search_method(method, device)
-        if self.method == "keops":
+        if self.method != "kdtree":
             self.clouds = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in clouds]
         else:
             self.trees = [cKDTree(c) for c in clouds]
@@ -137,7 +139,7 @@ class FrameNearest:
         if self.method == "kdtree":
             _, index = self.trees[frame].query(queries.cpu().numpy())
             return torch.as_tensor(index, dtype=torch.long, device=queries.device)
-        return keops_nearest(queries, self.clouds[frame])[1].view(-1).long()
+        return nearest(queries, self.clouds[frame], 1, self.method)[1].view(-1).long()
 
 
 def part_slice(length: int, index: int, count: int) -> slice:

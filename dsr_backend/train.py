@@ -1,6 +1,7 @@
 """Training a DSR model on a surface series: seeded, checkpointed, resumable, cancellable."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -8,7 +9,7 @@ import threading
 import time
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -67,6 +68,7 @@ class Trainer:
             self.optimizer, step_size=config.decay_every_steps(series.num_frames), gamma=config.lr_decay_factor)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
+        self.loss_function = torch.compile(igr_loss) if config.compile else igr_loss
         self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
                                      config.global_fraction, self.device, distances=config.distance_weight > 0)
         self.step = 0
@@ -118,10 +120,10 @@ class Trainer:
     def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
         batch = self.sampler.sample(self.generator)
-        loss, terms = igr_loss(self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
-                               self.config.latent_weight, dtype=self.compute_dtype,
-                               smoothness_weight=self.config.time_smoothness,
-                               distance_weight=self.config.distance_weight)
+        loss, terms = self.loss_function(self.network, batch, self.config.normal_weight,
+                                         self.config.eikonal_weight, self.config.latent_weight,
+                                         dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
+                                         distance_weight=self.config.distance_weight)
         return loss, {"loss": loss.detach(), **terms}
 
     @property
@@ -131,13 +133,14 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step; raises :class:`TrainingDivergedError` on a non-finite loss."""
-        loss, reported = self.batch_loss()
-        if not torch.isfinite(reported["loss"]):
-            raise TrainingDivergedError(
-                f"the loss became {reported['loss'].item()} at step {self.step + 1}; the model was not saved. "
-                "Try a lower learning rate (--lr) or check the input surfaces.")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with cuda_matmul_precision(self.device, "high" if self.config.precision == "tf32" else "highest"):
+            loss, reported = self.batch_loss()
+            if not torch.isfinite(reported["loss"]):
+                raise TrainingDivergedError(
+                    f"the loss became {reported['loss'].item()} at step {self.step + 1}; the model was not saved. "
+                    "Try a lower learning rate (--lr) or check the input surfaces.")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -173,6 +176,21 @@ class Trainer:
         return TrainResult(model=model, steps_done=self.step, total_steps=self.total_steps, cancelled=cancelled,
                            seconds=time.perf_counter() - started, history=self.history,
                            last_record=self.last_record)
+
+
+@contextlib.contextmanager
+def cuda_matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
+    """Float32 matrix products on CUDA at ``precision`` ("highest": float32, "high": TF32) inside the block;
+    a no-op on other devices."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def train(series: SurfaceSeries, config: TrainConfig, checkpoint: str | os.PathLike | None = None,

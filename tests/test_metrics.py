@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
+from dsr_backend import neighbours
+from dsr_backend.errors import InvalidInputError
 from dsr_backend.metrics import (EmptySurfaceError, Shape, compare, grid_mesh, grid_nodes, iou, mesh_occupancy,
                                  nearest_neighbours, oriented_point_occupancy, signed_distance_grid)
+from dsr_backend.neighbours import search_method
 from dsr_backend.synthetic import fibonacci_sphere
 
 RES = 48          # evaluation grid nodes per axis (the paper's 128 is the default; small keeps tests fast)
@@ -112,14 +115,24 @@ def test_oriented_points_and_signed_distance_grid_reproduce_the_sphere():
     assert floor["iou"] > 0.99 and floor["nc"] > 0.999 and floor["chamfer"] < 1e-4
 
 
-def test_keops_matches_kdtree():
-    pytest.importorskip("pykeops")
+@pytest.mark.parametrize("method", ["keops", "torch"])
+def test_nearest_neighbours_match_kdtree(method):
+    if method == "keops":
+        pytest.importorskip("pykeops")
     rng = np.random.default_rng(0)
     points, queries = rng.normal(size=(400, 3)), rng.normal(size=(300, 3))
-    d_keops, i_keops = nearest_neighbours(queries, points, method="keops")
+    d_searched, i_searched = nearest_neighbours(queries, points, method=method)
     d_tree, i_tree = nearest_neighbours(queries, points, method="kdtree")
-    np.testing.assert_allclose(d_keops, d_tree, atol=1e-5)
-    np.testing.assert_array_equal(i_keops, i_tree)
+    np.testing.assert_allclose(d_searched, d_tree, atol=1e-5)
+    np.testing.assert_array_equal(i_searched, i_tree)
+
+
+def test_auto_search_falls_back_to_brute_force_without_pykeops(monkeypatch):
+    assert search_method("auto", "cpu") == "kdtree"
+    monkeypatch.setattr(neighbours, "find_spec", lambda name: None)
+    assert search_method("auto", "cuda") == "torch"
+    with pytest.raises(InvalidInputError, match="method must be one of auto, keops, kdtree, torch"):
+        search_method("brute", "cpu")
 
 
 def test_empty_surfaces_are_errors_not_numbers():

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+from dsr_backend import neighbours
 from dsr_backend.sampling import FrameNearest, SeriesSampler, knn_distance
 
 
@@ -13,10 +14,13 @@ def test_knn_distance_kdtree_against_brute_force():
     assert np.allclose(knn_distance(points, 50), expected, atol=1e-5)
 
 
-def test_knn_distance_keops_matches_kdtree():
-    pytest.importorskip("pykeops")
+@pytest.mark.parametrize("method", ["keops", "torch"])
+def test_knn_distance_matches_kdtree(method, monkeypatch):
+    if method == "keops":
+        pytest.importorskip("pykeops")
+    monkeypatch.setattr(neighbours, "BRUTE_FORCE_PAIRS", 500 * 7)  # the brute force in chunks of 7 queries
     points = np.random.default_rng(1).normal(size=(500, 3)).astype(np.float32)
-    assert np.allclose(knn_distance(points, 50, method="keops"), knn_distance(points, 50, method="kdtree"),
+    assert np.allclose(knn_distance(points, 50, method=method), knn_distance(points, 50, method="kdtree"),
                        atol=1e-4)
 
 
@@ -80,13 +84,15 @@ def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
     assert clear.sum() > 1000 and np.array_equal(np.sign(target[clear]), np.sign(exact[clear]))
 
 
-def test_frame_nearest_keops_matches_kdtree():
-    pytest.importorskip("pykeops")
+@pytest.mark.parametrize("method", ["keops", "torch"])
+def test_frame_nearest_matches_kdtree(method):
+    if method == "keops":
+        pytest.importorskip("pykeops")
     rng = np.random.default_rng(2)
     clouds = [rng.normal(size=(400, 3)).astype(np.float32) for _ in range(2)]
     queries = torch.as_tensor(rng.normal(size=(300, 3)).astype(np.float32))
-    keops, kdtree = FrameNearest(clouds, method="keops"), FrameNearest(clouds, method="kdtree")
+    searched, kdtree = FrameNearest(clouds, method=method), FrameNearest(clouds, method="kdtree")
     for frame in range(2):
-        assert torch.equal(keops(frame, queries), kdtree(frame, queries))
+        assert torch.equal(searched(frame, queries), kdtree(frame, queries))
     with pytest.raises(ValueError, match="method"):
         FrameNearest(clouds, method="brute")

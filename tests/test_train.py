@@ -8,6 +8,7 @@ import torch
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
 from dsr_backend.query import sdf_grid, unit_grid_axis
+from dsr_backend.train import cuda_matmul_precision
 
 from .shapes import grid_iou
 
@@ -48,6 +49,33 @@ def test_bf16_training_reaches_the_same_quality(sphere_series, sphere):
     model = result.model
     t = float(model.time_map.time_to_fraction(6.0))
     assert grid_iou(sdf_grid(model, t, 48), analytic_grid(model, sphere, 6.0, 48)) > 0.9
+
+
+def test_tf32_is_fp32_off_cuda(sphere_series):
+    fp32, tf32 = (Trainer(sphere_series, preset("tiny", steps=3, precision=p), device="cpu") for p in ("fp32", "tf32"))
+    for _ in range(3):
+        assert fp32.train_step()["loss"] == tf32.train_step()["loss"]
+
+
+def test_compiled_training_follows_eager_training(sphere_series):
+    eager, compiled = (Trainer(sphere_series, preset("tiny", steps=3, compile=c), device="cpu") for c in (False, True))
+    for _ in range(3):
+        assert compiled.train_step()["loss"] == pytest.approx(eager.train_step()["loss"], rel=1e-4)
+    for name, value in eager.network.state_dict().items():
+        torch.testing.assert_close(compiled.network.state_dict()[name], value, rtol=1e-3, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="compile works with the MLP presets only"):
+        preset("fast", compile=True)
+
+
+def test_cuda_matmul_precision_is_set_inside_the_block_only():
+    before = torch.get_float32_matmul_precision()
+    with pytest.raises(RuntimeError, match="inside"):
+        with cuda_matmul_precision(torch.device("cuda"), "high"):
+            assert torch.get_float32_matmul_precision() == "high"
+            raise RuntimeError("inside")
+    assert torch.get_float32_matmul_precision() == before
+    with cuda_matmul_precision(torch.device("cpu"), "medium"):
+        assert torch.get_float32_matmul_precision() == before
 
 
 def test_checkpoint_round_trip(trained_sphere):
