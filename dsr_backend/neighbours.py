@@ -9,20 +9,19 @@ import torch
 from .errors import InvalidInputError
 
 METHODS = ("auto", "keops", "kdtree", "torch")
-BRUTE_FORCE_PAIRS = 1 << 27
-"""Query-point pairs per chunk of the brute-force search (512 MiB of float32 distances)."""
-EXACT = "donot_use_mm_for_euclid_dist"  # differences, not |x|^2 - 2xy + |y|^2: no cancellation, no TF32
+BRUTE_FORCE_PAIRS = 1 << 24
+"""Query-point pairs per chunk of the brute-force search (256 MiB of float32 coordinate differences)."""
 
 
-def search_method(method: str, device: str | torch.device) -> str:
-    """``method`` with "auto" resolved for ``device``: on CUDA "keops", or "torch" where pykeops is not
-    installed; "kdtree" elsewhere."""
+def search_method(method: str, device: str | torch.device, without_keops: str = "torch") -> str:
+    """``method`` with "auto" resolved for ``device``: on CUDA "keops", or ``without_keops`` where pykeops is
+    not installed; "kdtree" elsewhere."""
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "auto":
         if torch.device(device).type != "cuda":
             return "kdtree"
-        return "keops" if find_spec("pykeops") is not None else "torch"
+        return "keops" if find_spec("pykeops") is not None else without_keops
     return method
 
 
@@ -33,12 +32,12 @@ def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, method: str) ->
 
 def torch_nearest(queries: torch.Tensor, points: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances and indices, each (Q, k), of the ``k`` points nearest to each query, by brute force
-    over chunks of queries."""
+    over chunks of queries (coordinate differences, exact where ``|x|^2 - 2 x.y + |y|^2`` would cancel)."""
     rows = max(1, BRUTE_FORCE_PAIRS // max(len(points), 1))
     squared, index = [], []
     for chunk in torch.split(queries, rows):
-        values, where = torch.cdist(chunk, points, compute_mode=EXACT).topk(k, dim=1, largest=False)
-        squared.append(values.square())
+        values, where = (chunk[:, None, :] - points[None]).square().sum(dim=2).topk(k, dim=1, largest=False)
+        squared.append(values)
         index.append(where)
     return torch.cat(squared), torch.cat(index)
 

@@ -15,14 +15,15 @@ def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
                  method: str = "auto") -> np.ndarray:
     """Distance from every point to its k-th nearest other point (k clamped to the cloud size).
 
-    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and scipy's cKDTree on CPU
-    (the faster choice on each); "keops", "torch" and "kdtree" force one.
+    ``method`` "auto" uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each; the tree
+    also on CUDA without pykeops, as a brute force over the whole cloud costs more); "keops", "torch" and
+    "kdtree" force one.
     """
     points = np.asarray(points, dtype=np.float32)
     k = min(k, len(points) - 1)
     if k < 1:
         return np.full(len(points), 1e-2, dtype=np.float32)
-    method = search_method(method, device)
+    method = search_method(method, device, without_keops="kdtree")
     if method != "kdtree":
         tensor = torch.as_tensor(points, device=device)
         squared, _ = nearest(tensor, tensor, k + 1, method)  # column 0 is the point itself

@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from dsr_backend import InvalidInputError, KPlanesConfig, KPlanesSDF, TrainedModel, TrainConfig, preset, train
+from dsr_backend import kplanes
 from dsr_backend.cli import main
 from dsr_backend.networks import build_network, network_config_from_dict, network_config_to_dict
 from dsr_backend.query import sdf_grid
@@ -49,6 +51,33 @@ def test_gradients_match_finite_differences():
         assert torch.allclose(out.grad_x[:, axis], numeric, atol=1e-5)
     numeric_t = (model(x, t + step, protein) - model(x, t - step, protein)) / (2 * step)
     assert torch.allclose(out.grad_t, numeric_t, atol=1e-5)
+
+
+@pytest.mark.parametrize("height, width", [(2, 9), (40, 32)])
+def test_gathered_bilinear_is_grid_sample_to_second_derivatives(height, width):
+    generator = torch.Generator().manual_seed(3)
+    plane = torch.randn(1, 5, height, width, dtype=torch.float64, generator=generator, requires_grad=True)
+    u = (torch.rand(300, dtype=torch.float64, generator=generator) * 2.4 - 1.2).requires_grad_(True)
+    v = (torch.rand(300, dtype=torch.float64, generator=generator) * 2.4 - 1.2).requires_grad_(True)
+    weights = torch.randn(300, 5, dtype=torch.float64, generator=generator)
+
+    def derivatives(sample):
+        features = sample(plane, u, v)
+        du, dv = torch.autograd.grad((features * weights).sum(), (u, v), create_graph=True)
+        dplane, = torch.autograd.grad((du.square() + dv.square()).sum(), plane)  # as the eikonal term does
+        return features, du, dv, dplane
+
+    def grid_sample(plane, u, v):  # twice differentiable on a CPU (not on CUDA)
+        grid = torch.stack([u, v], dim=-1).view(1, -1, 1, 2)
+        return F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True).view(5, -1).t()
+
+    with torch.no_grad():
+        queried = kplanes._sample(plane, u, v)
+    gathered = derivatives(kplanes._sample)
+    torch.testing.assert_close(queried, gathered[0])
+    for ours, theirs in zip(gathered, derivatives(grid_sample)):
+        torch.testing.assert_close(ours, theirs)
+    assert (gathered[1] == 0).any() and (gathered[1] != 0).any()  # clamped outside [-1, 1], live inside
 
 
 def test_gradient_is_differentiable_in_training_and_plain_in_queries():

@@ -131,6 +131,7 @@ def test_auto_search_falls_back_to_brute_force_without_pykeops(monkeypatch):
     assert search_method("auto", "cpu") == "kdtree"
     monkeypatch.setattr(neighbours, "find_spec", lambda name: None)
     assert search_method("auto", "cuda") == "torch"
+    assert search_method("auto", "cuda", without_keops="kdtree") == "kdtree"
     with pytest.raises(InvalidInputError, match="method must be one of auto, keops, kdtree, torch"):
         search_method("brute", "cpu")
 
