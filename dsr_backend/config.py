@@ -38,7 +38,7 @@ class TrainConfig:
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
     precision: str = "fp32"           # "fp32", "tf32" (CUDA matrix products in TF32) or "bf16" (MLP in bfloat16)
-    compile: bool = False             # torch.compile the loss (MLP presets; the K-Planes double backward cannot)
+    compile: bool = False             # torch.compile the loss (MLP presets, whose gradient is one fused node)
     seed: int = 0
     checkpoint_every: int = 1000
 
@@ -53,8 +53,8 @@ class TrainConfig:
         if self.distance_weight < 0 or self.time_smoothness < 0:
             raise InvalidInputError("distance_weight and time_smoothness must not be negative")
         if self.compile and isinstance(self.model, KPlanesConfig):
-            raise InvalidInputError("compile works with the MLP presets only: torch cannot compile the double "
-                                    "backward through grid_sample of the K-Planes model")
+            raise InvalidInputError("compile works with the MLP presets only: torch.compile cannot compile the "
+                                    "double backward that the K-Planes model's eikonal term goes through")
         if not self.lr > 0:
             raise InvalidInputError(f"lr must be positive, got {self.lr}")
 

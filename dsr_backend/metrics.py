@@ -7,7 +7,7 @@ area-uniform samples (300k per surface by default); NC takes every ground-truth 
 predicted vertex and averages ``|n_gt . n_pred|``. The symmetric variants are ONet's: Chamfer-L1 (the
 paper's eq. 6-7, unsquared distances) and NC averaged over both directions on the samples.
 
-Nearest neighbours: scipy's cKDTree on CPU, pykeops on CUDA (brute force in torch where pykeops is missing).
+Nearest neighbours: scipy's cKDTree on CPU, pykeops on CUDA (cKDTree too where pykeops is missing).
 """
 from __future__ import annotations
 
@@ -226,10 +226,11 @@ def nearest_neighbours(queries: np.ndarray, points: np.ndarray, device: str | to
                        method: str = "auto", tree: cKDTree | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distance from each query point to its nearest point of ``points``, and that point's index.
 
-    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and cKDTree (``tree`` if given)
-    on CPU; "keops", "torch" and "kdtree" force one.
+    ``method`` "auto" uses pykeops on CUDA and cKDTree (``tree`` if given) on CPU, and on CUDA without
+    pykeops (a brute force over the paper's 300k samples would cost more); "keops", "torch" and "kdtree"
+    force one.
     """
-    method = search_method(method, device)
+    method = search_method(method, device, without_keops="kdtree")
     if method == "kdtree":
         return (tree if tree is not None else cKDTree(points)).query(queries, workers=_workers())
     x = torch.as_tensor(np.asarray(queries, np.float32), device=device)

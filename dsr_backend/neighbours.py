@@ -1,5 +1,5 @@
 """Nearest-neighbour search among points: pykeops on CUDA, scipy's cKDTree on CPU (the faster on each), and
-a chunked brute-force search in torch for CUDA machines where pykeops is not installed."""
+a chunked brute-force search in torch for small searches on CUDA machines where pykeops is not installed."""
 from __future__ import annotations
 
 from importlib.util import find_spec
