@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from dsr_backend.config import preset
+from dsr_backend.config import PRECISIONS, preset
 from dsr_backend.evaluate import ReferenceFrames
 from dsr_backend.evaluate_command import frame_indices
 from dsr_backend.metrics import RESOLUTION, iou, mesh_occupancy
@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
     parser.add_argument("--frames", default="0:80:20", help="training frames scored, START:STOP:STEP (default 0:80:20)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override the preset's arithmetic")
+    parser.add_argument("--precision", choices=PRECISIONS, help="override the preset's arithmetic")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)")
     parser.add_argument("--atoms", help=ATOMS_HELP)
     parser.add_argument("-o", "--output", default="tta_out", help="folder for the series and curve.json")

@@ -59,7 +59,7 @@ def time_steps(model: SpaceTimeSDF, sampler: SeriesSampler, steps: int, precisio
 
     run = torch.compile(loss_and_backward) if compiled else loss_and_backward
     start = None
-    with cuda_matmul_precision(device, "high" if precision == "tf32" else "highest"):
+    with cuda_matmul_precision(device, precision):
         for index, batch in enumerate(batches):
             if index == 2:
                 synchronize(device)
@@ -94,7 +94,7 @@ def main() -> None:
     peaks = {name: matmul_flops(config.model.hidden, evaluated, dtype, device)
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     if device.type == "cuda":
-        with cuda_matmul_precision(device, "high"):
+        with cuda_matmul_precision(device, "tf32"):
             peaks["tf32"] = matmul_flops(config.model.hidden, evaluated, torch.float32, device)
     for name, value in peaks.items():
         print(f"matmul {name}: {value / 1e9:.1f} GFLOP/s")

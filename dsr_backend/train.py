@@ -133,7 +133,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step; raises :class:`TrainingDivergedError` on a non-finite loss."""
-        with cuda_matmul_precision(self.device, "high" if self.config.precision == "tf32" else "highest"):
+        with cuda_matmul_precision(self.device, self.config.precision):
             loss, reported = self.batch_loss()
             if not torch.isfinite(reported["loss"]):
                 raise TrainingDivergedError(
@@ -180,13 +180,13 @@ class Trainer:
 
 @contextlib.contextmanager
 def cuda_matmul_precision(device: torch.device, precision: str) -> Iterator[None]:
-    """Float32 matrix products on CUDA at ``precision`` ("highest": float32, "high": TF32) inside the block;
-    a no-op on other devices."""
+    """Float32 matrix products on CUDA in TF32 inside the block for ``precision`` "tf32", in float32 for the
+    others (``TrainConfig.precision``); a no-op on other devices."""
     if device.type != "cuda":
         yield
         return
     before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     try:
         yield
     finally:

@@ -70,11 +70,13 @@ def test_compiled_training_follows_eager_training(sphere_series):
 def test_cuda_matmul_precision_is_set_inside_the_block_only():
     before = torch.get_float32_matmul_precision()
     with pytest.raises(RuntimeError, match="inside"):
-        with cuda_matmul_precision(torch.device("cuda"), "high"):
+        with cuda_matmul_precision(torch.device("cuda"), "tf32"):
             assert torch.get_float32_matmul_precision() == "high"
+            with cuda_matmul_precision(torch.device("cuda"), "bf16"):
+                assert torch.get_float32_matmul_precision() == "highest"
             raise RuntimeError("inside")
     assert torch.get_float32_matmul_precision() == before
-    with cuda_matmul_precision(torch.device("cpu"), "medium"):
+    with cuda_matmul_precision(torch.device("cpu"), "tf32"):
         assert torch.get_float32_matmul_precision() == before
 
 
