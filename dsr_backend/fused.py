@@ -59,12 +59,12 @@ class FusedSDFGradient(torch.autograd.Function):
                 per_protein = latents_c @ wz.t()
                 zs.append(per_protein)
                 direct = torch.addmm(per_protein[protein], coords_c, wc.t())
-                pre = direct if pre is None else pre.add_(direct)
+                pre = direct if pre is None else pre + direct
             if layout.scale[layer] != 1.0:
-                pre.mul_(layout.scale[layer])
-            pre.add_(biases[layer])
+                pre = pre * layout.scale[layer]
+            pre = pre + biases[layer]
             h = F.softplus(pre, beta=beta)
-            ss.append(torch.sigmoid(pre.mul_(beta)))
+            ss.append(torch.sigmoid(pre * beta))
             hs.append(h)
         w_out = weights[-1]
         f = (h @ w_out.t()).squeeze(1) + biases[-1]
@@ -79,7 +79,7 @@ class FusedSDFGradient(torch.autograd.Function):
                 q = q * layout.scale[layer]
             wh, wc, _ = _split(weights[layer], layout.hidden_in[layer], layout.has_input[layer])
             if wc is not None:
-                grad = q @ wc if grad is None else grad.addmm_(q, wc)
+                grad = q @ wc if grad is None else torch.addmm(grad, q, wc)
             if layer > 0:
                 g = q @ wh
         ctx.layout, ctx.beta, ctx.dtype, ctx.hidden_count = layout, beta, dtype, hidden_count
@@ -97,12 +97,15 @@ class FusedSDFGradient(torch.autograd.Function):
         gs = list(saved[4 + 3 * n:]) + [w_out.expand(len(coords), -1)]
         d_f = d_f.to(dtype)
         d_grad = d_grad.to(dtype)
-        d_weights = [torch.zeros(w.shape, device=w.device) for w in weights]
-        d_biases = [None] * (n + 1)
-        d_latents = torch.zeros(latents.shape, device=latents.device)
+        # Column blocks (hidden, coordinates, latent) of each hidden weight's gradient, summed in float32 and
+        # joined at the end: no in-place writes into views, which torch.compile got wrong on CUDA.
+        blocks = [[None, None, None] for _ in range(n)]
 
-        def accumulate(target: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
-            target += (left.t() @ right).float()
+        def product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+            return (left.t() @ right).float()
+
+        def add(block: list, index: int, value: torch.Tensor) -> None:
+            block[index] = value if block[index] is None else block[index] + value
 
         # Adjoint of the reverse chain, in forward order: d g_{l-1} feeds d q_l.
         d_a = [None] * n
@@ -114,22 +117,22 @@ class FusedSDFGradient(torch.autograd.Function):
             d_q = None
             if layer > 0:
                 d_q = d_g @ wh.t()
-                accumulate(d_weights[layer][:, :start], q, d_g)
+                add(blocks[layer], 0, product(q, d_g))
             if wc is not None:
                 direct = d_grad @ wc.t()
-                d_q = direct if d_q is None else d_q.add_(direct)
-                accumulate(d_weights[layer][:, start:start + COORDS], q, d_grad)
+                d_q = direct if d_q is None else d_q + direct
+                add(blocks[layer], 1, product(q, d_grad))
             if c != 1.0:
                 d_q = d_q * c
             s = ss[layer]
             d_g = d_q * s
             d_a[layer] = d_q * gs[layer] * (s * (1 - s) * beta)
-        d_weights[-1] += d_g.sum(0, keepdim=True).float()
+        d_w_out = d_g.sum(0, keepdim=True).float() + product(d_f[:, None], hs[-1])
 
         # Adjoint of the forward chain, in backward order.
         d_h = d_f[:, None] * w_out
-        accumulate(d_weights[-1], d_f[:, None], hs[-1])
-        d_biases[-1] = d_f.float().sum().reshape(1)
+        d_biases = [None] * n + [d_f.float().sum().reshape(1)]
+        d_latents = None
         for layer in range(n - 1, -1, -1):
             c, start = layout.scale[layer], layout.hidden_in[layer]
             d_pre = d_h * ss[layer] + d_a[layer]
@@ -138,14 +141,15 @@ class FusedSDFGradient(torch.autograd.Function):
                 d_pre = d_pre * c
             wh, wc, wz = _split(weights[layer], start, layout.has_input[layer])
             if layer > 0:
-                accumulate(d_weights[layer][:, :start], d_pre, hs[layer - 1])
+                add(blocks[layer], 0, product(d_pre, hs[layer - 1]))
                 d_h = d_pre @ wh
             if wc is not None:
-                accumulate(d_weights[layer][:, start:start + COORDS], d_pre, coords)
-                d_per_protein = torch.zeros(len(latents), d_pre.shape[1], dtype=dtype, device=coords.device)
-                d_per_protein.index_add_(0, protein, d_pre)
-                accumulate(d_weights[layer][:, start + COORDS:], d_per_protein, latents)
-                d_latents += (d_per_protein @ wz).float()
+                add(blocks[layer], 1, product(d_pre, coords))
+                d_per_protein = d_pre.new_zeros(len(latents), d_pre.shape[1]).index_add(0, protein, d_pre)
+                add(blocks[layer], 2, product(d_per_protein, latents))
+                from_layer = (d_per_protein @ wz).float()
+                d_latents = from_layer if d_latents is None else d_latents + from_layer
+        d_weights = [torch.cat([part for part in block if part is not None], dim=1) for block in blocks] + [d_w_out]
         grads = []
         for d_w, d_b in zip(d_weights, d_biases):
             grads += [d_w, d_b]

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dsr_backend import ModelConfig, SpaceTimeSDF, preset
 from dsr_backend.model import reference_sdf_and_gradient
@@ -103,3 +104,29 @@ def test_bad_architecture_rejected():
         SpaceTimeSDF(ModelConfig(layers=4, skip_layer=4))
     with pytest.raises(ValueError, match="too small"):
         SpaceTimeSDF(ModelConfig(hidden=100, latent_dim=192))
+
+
+class InPlaceWrites(TorchDispatchMode):
+    """Names of the in-place (mutating) operators dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.is_mutable:
+            self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_node_writes_nothing_in_place(dtype):
+    # torch 2.11's compiler routes an autograd.Function's gradients wrongly around in-place writes (pytorch
+    # issue 180642): compiled fp32 training on CUDA got zero gradients and never learnt.
+    model = perturbed(SMALL).float()
+    x, t, protein = random_inputs(40, SMALL.num_proteins)
+    with InPlaceWrites() as writes:
+        out = model.sdf_and_gradient(x.float(), t.float(), protein, dtype=dtype)
+        loss = out.sdf.square().mean() + out.grad_x.square().mean()
+        torch.autograd.grad(loss, list(model.parameters()))
+    assert writes.names == []
