@@ -14,6 +14,7 @@ IGR loss applies unchanged.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -235,10 +236,9 @@ def _gather_bilinear(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tenso
     channels = planes[0].shape[1]
     heights = [plane.shape[2] for plane in planes]
     widths = [plane.shape[3] for plane in planes]
-    starts = [0]
-    for height, width in zip(heights, widths):
-        starts.append(starts[-1] + height * width)
-    texels = torch.cat([plane[0].permute(1, 2, 0).reshape(-1, channels) for plane in planes])
+    starts = [0, *itertools.accumulate(h * w for h, w in zip(heights, widths))]
+    flat = [plane[0].permute(1, 2, 0).reshape(-1, channels) for plane in planes]
+    texels = flat[0] if len(flat) == 1 else torch.cat(flat)
     width = u.new_tensor(widths)
     height = u.new_tensor(heights)
     column = torch.minimum(((u + 1) * (0.5 * (width - 1))).clamp(min=0), width - 1)
