@@ -106,12 +106,11 @@ def main() -> None:
                 ("ours fp32, torch.compile", "fp32", None, True),
                 ("ours tf32, torch.compile", "tf32", None, True),
                 ("ours bf16, torch.compile", "bf16", None, True)]
-    if device.type != "cuda":  # TF32 is a CUDA arithmetic: on a CPU it would repeat fp32
-        variants = [variant for variant in variants if variant[1] != "tf32"]
+    # TF32 is a CUDA arithmetic: on a CPU it would repeat fp32.
+    variants = [(name, precision, gradient_fn, compiled) for name, precision, gradient_fn, compiled in variants
+                if (device.type == "cuda" or precision != "tf32") and not (compiled and args.no_compile)]
     reference_seconds = None
     for name, precision, gradient_fn, compiled in variants:
-        if compiled and args.no_compile:
-            continue
         seconds = time_steps(model, sampler, args.steps, precision, gradient_fn, device, compiled)
         reference_seconds = reference_seconds or seconds
         achieved = flops_per_step / seconds
