@@ -34,6 +34,7 @@ class TrainConfig:
     eikonal_weight: float = 0.1       # lambda
     latent_weight: float = 1e-3       # alpha
     time_smoothness: float = 0.0      # weight of the K-Planes time smoothness penalty
+    space_smoothness: float = 0.0     # weight of the K-Planes space smoothness penalty
     distance_weight: float = 0.0      # weight of the signed distance term near the surface (0: IGR only)
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
@@ -50,8 +51,10 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0 or self.frames_per_step < 0 or self.checkpoint_every < 0:
             raise InvalidInputError("steps, frames_per_step and checkpoint_every must not be negative")
-        if self.distance_weight < 0 or self.time_smoothness < 0:
-            raise InvalidInputError("distance_weight and time_smoothness must not be negative")
+        if min(self.distance_weight, self.time_smoothness, self.space_smoothness) < 0:
+            raise InvalidInputError("distance_weight, time_smoothness and space_smoothness must not be negative")
+        if (self.time_smoothness or self.space_smoothness) and not isinstance(self.model, KPlanesConfig):
+            raise InvalidInputError("time_smoothness and space_smoothness apply to the K-Planes (fast) model only")
         if self.compile and isinstance(self.model, KPlanesConfig):
             raise InvalidInputError("compile works with the MLP presets only: torch.compile cannot compile the "
                                     "double backward that the K-Planes model's eikonal term goes through")

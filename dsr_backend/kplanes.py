@@ -207,6 +207,12 @@ class KPlanesSDF(nn.Module):
             sdf = sdf.detach()
         return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
 
+    def space_smoothness(self) -> torch.Tensor:
+        """Mean squared first difference of the planes along their space axes (total variation, squared)."""
+        terms = [(plane[:, :, 1:] - plane[:, :, :-1]).pow(2).mean() for plane in self.space_planes]
+        terms += [(plane[..., 1:] - plane[..., :-1]).pow(2).mean() for plane in [*self.space_planes, *self.time_planes]]
+        return torch.stack(terms).sum()
+
     def time_smoothness(self) -> torch.Tensor:
         """Mean squared second difference of the space-time planes along time."""
         terms = [(plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()

@@ -16,7 +16,8 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
              latent_weight: float = 1e-3, gradient_fn: GradientFn | None = None,
              dtype: torch.dtype = torch.float32,
              smoothness_weight: float = 0.0,
-             distance_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             distance_weight: float = 0.0,
+             space_smoothness_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of eq. 2-3 on one batch.
 
     ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
@@ -24,7 +25,9 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     Surface points and samples go through the network in one pass, by ``gradient_fn``
     (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``; benchmarks pass the plain
     autograd reference). With ``smoothness_weight`` > 0, adds that times the model's
-    ``time_smoothness()`` (the K-Planes penalty on second differences in time), reported as "smoothness".
+    ``time_smoothness()`` (the K-Planes penalty on second differences in time), reported as "smoothness";
+    with ``space_smoothness_weight`` > 0, that times its ``space_smoothness()`` (first differences in space),
+    reported as "space_smoothness".
     With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
     ``d`` being the batch's ``near_distance`` (signed distance to the frame's points), reported as "distance".
 
@@ -53,4 +56,7 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     if smoothness_weight > 0:
         terms["smoothness"] = model.time_smoothness()
         total = total + smoothness_weight * terms["smoothness"]
+    if space_smoothness_weight > 0:
+        terms["space_smoothness"] = model.space_smoothness()
+        total = total + space_smoothness_weight * terms["space_smoothness"]
     return total, {name: value.detach() for name, value in terms.items()}

@@ -123,7 +123,8 @@ class Trainer:
         loss, terms = self.loss_function(self.network, batch, self.config.normal_weight,
                                          self.config.eikonal_weight, self.config.latent_weight,
                                          dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
-                                         distance_weight=self.config.distance_weight)
+                                         distance_weight=self.config.distance_weight,
+                                         space_smoothness_weight=self.config.space_smoothness)
         return loss, {"loss": loss.detach(), **terms}
 
     @property

@@ -149,14 +149,29 @@ def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch):
 
 
 def test_trained_on_a_moving_sphere(sphere, sphere_series):
-    config = preset("fast", steps=300, batch_size=1024, model=SMALL)
+    config = preset("fast", steps=300, batch_size=1024, model=SMALL, space_smoothness=1e-2)
     result = train(sphere_series, config, device="cpu")
     model = result.model
     assert model.network.config.time_resolution == 5  # explicit resolutions are kept
     for state in (2.0, 6.0):
         t = float(model.time_map.time_to_fraction(state))
         assert grid_iou(sdf_grid(model, t, 40), analytic_grid(model, sphere, state, 40)) > 0.9
-    assert "smoothness" in result.last_record and "distance" in result.last_record
+    assert {"smoothness", "space_smoothness", "distance"} <= set(result.last_record)
+
+
+def test_space_smoothness_is_the_squared_step_between_neighbouring_texels():
+    model = KPlanesSDF(SMALL)
+    with torch.no_grad():
+        for plane in [*model.space_planes, *model.time_planes]:
+            plane.fill_(0.7)
+        assert model.space_smoothness() == 0
+        width = model.space_planes[0].shape[3]
+        model.space_planes[0].copy_(torch.linspace(0, 0.1 * (width - 1), width))  # a ramp along the width
+    assert model.space_smoothness().item() == pytest.approx(0.1 ** 2)
+    with pytest.raises(InvalidInputError, match="K-Planes"):
+        preset("paper", space_smoothness=1e-2)
+    with pytest.raises(InvalidInputError, match="must not be negative"):
+        preset("fast", space_smoothness=-1.0)
 
 
 def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_path, capsys):
