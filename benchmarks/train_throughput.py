@@ -118,5 +118,6 @@ def main() -> None:
               f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peaks[precision]:.0%} of matmul {precision}  "
               f"speed-up {reference_seconds / seconds:.2f}x", flush=True)
 
+
 if __name__ == "__main__":
     main()
