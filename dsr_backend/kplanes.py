@@ -7,9 +7,10 @@ fed to a softplus MLP whose last layer starts at zero, so the initial zero set i
 ``init_radius`` and the initial model is static (the space-time planes start at one). Past the trained
 time range the space-time features keep their value at the nearest end, so the model holds the first or
 last learned surface: on the DIMS benchmark that predicts the next 20 frames far better than continuing the
-features linearly did (IoU 0.69 / 0.27 on future frames 1-10 / 11-20). Input gradients
-come from autograd (the bilinear look-ups are written to differentiate twice on CPU and CUDA alike), so the
-IGR loss applies unchanged.
+features linearly did (IoU 0.69 / 0.27 on future frames 1-10 / 11-20). Between time nodes the space-time
+features may spread over the four nearest nodes (``time_spread``), still equal to the nodes at the nodes.
+Input gradients come from autograd (the bilinear look-ups are written to differentiate twice on CPU and
+CUDA alike), so the IGR loss applies unchanged.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ _V_COLUMNS = [0, 0, 1, 3, 3, 3]
 
 MAX_AUTO_TIME_RESOLUTION = 64
 """Most time nodes an automatic time resolution gives."""
+
+NEGLIGIBLE_SPREAD = 1e-5
+"""Largest time-spread weight ``c u (1 - u)`` left out: training times sit on the nodes up to float rounding."""
 
 NODE_CHUNK = 16384
 """Grid nodes per block in :meth:`KPlanesSDF.node_function` (small blocks stay in the CPU caches)."""
@@ -53,6 +57,9 @@ class KPlanesConfig:
     beta : softplus sharpness.
     init_radius : radius of the initial zero set (unit frame).
     num_proteins : number of latent codes.
+    time_spread : c of the space-time lines' interpolation between time nodes k and k+1, a fraction u of
+        the way: linear plus ``c u (1 - u) (F(k-1) - F(k) - F(k+1) + F(k+2))``, which equals the nodes at the
+        nodes and in between spreads over the four nearest (0: linear).
     """
 
     space_resolutions: tuple[int, ...] = (32, 64, 128)
@@ -63,17 +70,21 @@ class KPlanesConfig:
     beta: float = 100.0
     init_radius: float = 0.6
     num_proteins: int = 1
+    time_spread: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space_resolutions", tuple(int(r) for r in self.space_resolutions))
         if not self.space_resolutions or min(self.space_resolutions) < 2 or self.time_resolution == 1:
             raise ValueError("plane resolutions must be at least 2")
+        if not 0 <= self.time_spread <= 1:
+            raise ValueError(f"time_spread must be in [0, 1], got {self.time_spread}")
 
     def describe(self) -> str:
         """The architecture in a few words."""
         scales = "/".join(str(size) for size in self.space_resolutions)
         return (f"K-Planes {scales} x {self.features} features, {self.time_resolution or 'auto'} time nodes, "
-                f"2 x {self.hidden} MLP, latent {self.latent_dim}")
+                f"2 x {self.hidden} MLP, latent {self.latent_dim}"
+                + (f", time spread {self.time_spread:g}" if self.time_spread else ""))
 
     def for_times(self, count: int) -> "KPlanesConfig":
         """This configuration with an automatic time resolution set for ``count`` distinct training times.
@@ -118,20 +129,20 @@ class KPlanesSDF(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``.
-
-        Training on CUDA looks all planes up in one gather: a GPU step waits on kernel launches, and per
-        plane there are dozens once differentiated twice. Elsewhere plane by plane, which keeps a CPU's
-        working set in its caches (the all-plane look-up makes a CPU step 3x slower).
-        """
+        """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``."""
         count = len(self.config.space_resolutions)
         planes = [plane for scale in range(count) for plane in self._scale_planes(scale)]
         coords = torch.cat([x, t[:, None]], dim=1)
-        u_columns, v_columns = _U_COLUMNS * count, _V_COLUMNS * count
-        if torch.is_grad_enabled() and x.is_cuda:
-            values = _gather_bilinear(planes, coords[:, u_columns], coords[:, v_columns]).unbind(1)
-        else:
-            values = [_sample(plane, coords[:, u], coords[:, v]) for plane, u, v in zip(planes, u_columns, v_columns)]
+        values = _look_up(planes, coords[:, _U_COLUMNS * count], coords[:, _V_COLUMNS * count])
+        weight, row = self._spread_weight(t) if self._spreads() else (None, None)
+        # at the nodes (where training usually looks) the spread adds nothing: skip its look-ups unless the
+        # derivative in t is asked for (it has the spread's slope there)
+        if weight is not None and (t.requires_grad or bool(weight.max() > NEGLIGIBLE_SPREAD)):
+            bumps = _look_up([_bumps(plane) for plane in self.time_planes], x.repeat(1, count),
+                             row[:, None].expand(-1, 3 * count))
+            for index, bump in enumerate(bumps):
+                position = len(_U_COLUMNS) * (index // 3) + 3 + index % 3
+                values[position] = values[position] + weight[:, None] * bump
         scales = []
         for scale in range(count):
             product = values[len(_U_COLUMNS) * scale]
@@ -143,6 +154,28 @@ class KPlanesSDF(nn.Module):
     def _scale_planes(self, scale: int) -> list[torch.Tensor]:
         """The six planes of ``scale``: xy, xz, yz, then xt, yt, zt."""
         return [*self.space_planes[3 * scale:3 * scale + 3], *self.time_planes[3 * scale:3 * scale + 3]]
+
+    def _spreads(self) -> bool:
+        return self.config.time_spread > 0 and self.config.time_resolution > 2
+
+    def _spread_weight(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c u (1 - u)`` at model times ``t`` and the row of their interval on the :func:`_bumps` planes (as
+        a plane coordinate in [-1, 1])."""
+        nodes = self.config.time_resolution
+        position = ((t + 1) * (0.5 * (nodes - 1))).clamp(0, nodes - 1)
+        interval = position.detach().floor().clamp(max=nodes - 2)
+        fraction = position - interval
+        return self.config.time_spread * fraction * (1 - fraction), interval * (2 / (nodes - 2)) - 1
+
+    def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[torch.Tensor]:
+        """The x, y and z space-time lines of ``scale`` at model time ``t``, sampled on ``axis``: (N, C) each."""
+        time = torch.full((len(axis),), float(t), device=axis.device)
+        planes = self.time_planes[3 * scale:3 * scale + 3]
+        lines = [_sample(plane, axis, time) for plane in planes]
+        if self._spreads():
+            weight, row = self._spread_weight(time)
+            lines = [line + weight[:, None] * _sample(_bumps(plane), axis, row) for line, plane in zip(lines, planes)]
+        return lines
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
         """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
@@ -164,12 +197,11 @@ class KPlanesSDF(nn.Module):
             return None
         first, second = torch.meshgrid(axis, axis, indexing="ij")
         first, second = first.reshape(-1), second.reshape(-1)
-        time = torch.full((n,), float(t), device=axis.device)
         with torch.no_grad():
             folded = []
             for scale in range(count):
                 planes = [_sample(self.space_planes[3 * scale + k], second, first).view(n, n, -1) for k in range(3)]
-                lines = [_sample(self.time_planes[3 * scale + k], axis, time) for k in range(3)]
+                lines = self._time_lines(scale, axis, t)
                 xy = planes[0] * lines[0][:, None] * lines[1][None, :]
                 xz = planes[1] * lines[2][None, :]
                 folded.append([p.reshape(n * n, -1) for p in (xy, xz, planes[2])])
@@ -218,6 +250,26 @@ class KPlanesSDF(nn.Module):
         terms = [(plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()
                  for plane in self.time_planes if plane.shape[2] > 2]
         return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
+
+
+def _look_up(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+    """Bilinear features (B, C) of each plane p at ``u[:, p]``, ``v[:, p]`` (see :func:`_sample`).
+
+    Training on CUDA looks all planes up in one gather: a GPU step waits on kernel launches, and per
+    plane there are dozens once differentiated twice. Elsewhere plane by plane, which keeps a CPU's
+    working set in its caches (the all-plane look-up makes a CPU step 3x slower).
+    """
+    if torch.is_grad_enabled() and u.is_cuda:
+        return list(_gather_bilinear(planes, u, v).unbind(1))
+    return [_sample(plane, u[:, p], v[:, p]) for p, plane in enumerate(planes)]
+
+
+def _bumps(plane: torch.Tensor) -> torch.Tensor:
+    """(1, C, T - 1, W): row k is F(k-1) - F(k) - F(k+1) + F(k+2) of the space-time plane (1, C, T, W) whose
+    row k is F(k), the ends repeated."""
+    padded = torch.cat([plane[:, :, :1], plane, plane[:, :, -1:]], dim=2)
+    nodes = plane.shape[2]
+    return padded[:, :, :nodes - 1] - padded[:, :, 1:nodes] - padded[:, :, 2:nodes + 1] + padded[:, :, 3:]
 
 
 def _sample(plane: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

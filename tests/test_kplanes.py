@@ -1,4 +1,7 @@
 """The fast K-Planes model: initialisation, gradients, extrapolation, training, checkpoints, presets."""
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from .test_train import analytic_grid
 
 SMALL = KPlanesConfig(space_resolutions=(16, 32), time_resolution=5, features=8, hidden=32, latent_dim=4,
                       num_proteins=2)
+SPREAD = dataclasses.replace(SMALL, time_spread=0.3)
 
 
 def random_inputs(count=300, seed=0, spread=1.0):
@@ -33,8 +37,9 @@ def test_initial_zero_set_is_a_static_sphere():
     assert torch.allclose(model(x, -t, 1 - protein), expected, atol=1e-6)
 
 
-def test_gradients_match_finite_differences():
-    model = KPlanesSDF(SMALL)
+@pytest.mark.parametrize("config", [SMALL, SPREAD], ids=["linear", "spread"])
+def test_gradients_match_finite_differences(config):
+    model = KPlanesSDF(config)
     with torch.no_grad():  # make the field depend on x and t through the planes and the MLP
         for plane in model.time_planes:
             plane.normal_(1.0, 0.3)
@@ -132,8 +137,9 @@ def test_past_the_trained_range_the_last_surface_is_held():
     assert torch.allclose(sdf(1.7), sdf(1.0)) and torch.allclose(sdf(-1.3), sdf(-1.0))
 
 
-def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch):
-    model = KPlanesSDF(SMALL)
+@pytest.mark.parametrize("config", [SMALL, SPREAD], ids=["linear", "spread"])
+def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch, config):
+    model = KPlanesSDF(config)
     with torch.no_grad():
         for plane in list(model.space_planes) + list(model.time_planes):  # planes that vary along every axis
             plane.uniform_(0.5, 1.5)
@@ -146,6 +152,37 @@ def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch):
     assert model.node_function(axis, 0.0, 0)(index[:0]).shape == (0,)
     monkeypatch.setattr("dsr_backend.kplanes.NODE_PLANE_BYTES", 1000)
     assert model.node_function(axis, 0.0, 0) is None  # too large a grid: the caller goes point by point
+
+
+def test_time_spread_keeps_the_nodes_and_blends_four_of_them_in_between():
+    model = KPlanesSDF(SPREAD)
+    with torch.no_grad():
+        for plane in model.time_planes:
+            plane.uniform_(0.5, 1.5)
+        model.mlp[-1].weight.normal_(0.0, 0.3)
+    linear = KPlanesSDF(SMALL)
+    linear.load_state_dict(model.state_dict())
+    x, _, protein = random_inputs()
+    nodes = torch.linspace(-1.0, 1.0, SMALL.time_resolution)
+
+    def at(network, time):
+        return network(x, torch.full((len(x),), float(time)), protein)
+
+    for node in nodes:
+        torch.testing.assert_close(at(model, node), at(linear, node))
+    for k in (0, 2):  # an interval at the start (node -1 is node 0 repeated) and one inside
+        blended = copy.deepcopy(linear)
+        with torch.no_grad():
+            for plane in blended.time_planes:
+                rows = [plane[0, :, max(j, 0)].clone() for j in (k - 1, k, k + 1, k + 2)]
+                offset = 0.3 * 0.25  # c u (1 - u) halfway
+                line = offset * rows[0] + (0.5 - offset) * (rows[1] + rows[2]) + offset * rows[3]
+                plane[0, :, k] = plane[0, :, k + 1] = line  # linear interpolation then gives the blend anywhere
+        halfway = float(nodes[k] + nodes[k + 1]) / 2
+        torch.testing.assert_close(at(model, halfway), at(blended, halfway))
+        assert not torch.allclose(at(model, halfway), at(linear, halfway))
+    with pytest.raises(ValueError, match="time_spread"):
+        dataclasses.replace(SMALL, time_spread=1.5)
 
 
 def test_trained_on_a_moving_sphere(sphere, sphere_series):
