@@ -134,15 +134,8 @@ class KPlanesSDF(nn.Module):
         planes = [plane for scale in range(count) for plane in self._scale_planes(scale)]
         coords = torch.cat([x, t[:, None]], dim=1)
         values = _look_up(planes, coords[:, _U_COLUMNS * count], coords[:, _V_COLUMNS * count])
-        weight, row = self._spread_weight(t) if self._spreads() else (None, None)
-        # at the nodes (where training usually looks) the spread adds nothing: skip its look-ups unless the
-        # derivative in t is asked for (it has the spread's slope there)
-        if weight is not None and (t.requires_grad or bool(weight.max() > NEGLIGIBLE_SPREAD)):
-            bumps = _look_up([_bumps(plane) for plane in self.time_planes], x.repeat(1, count),
-                             row[:, None].expand(-1, 3 * count))
-            for index, bump in enumerate(bumps):
-                position = len(_U_COLUMNS) * (index // 3) + 3 + index % 3
-                values[position] = values[position] + weight[:, None] * bump
+        if self._spreads():
+            self._add_spread(values, x, t)
         scales = []
         for scale in range(count):
             product = values[len(_U_COLUMNS) * scale]
@@ -166,6 +159,19 @@ class KPlanesSDF(nn.Module):
         interval = position.detach().floor().clamp(max=nodes - 2)
         fraction = position - interval
         return self.config.time_spread * fraction * (1 - fraction), interval * (2 / (nodes - 2)) - 1
+
+    def _add_spread(self, values: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> None:
+        """Adds the time spread to the space-time features among the per-plane ``values`` (in the order of
+        :meth:`_scale_planes`, scale after scale)."""
+        weight, row = self._spread_weight(t)
+        if not t.requires_grad and weight.max() <= NEGLIGIBLE_SPREAD:
+            return  # all at the nodes (where training usually looks); a derivative in t has the spread's slope
+        count = len(self.config.space_resolutions)
+        bumps = _look_up([_bumps(plane) for plane in self.time_planes], x.repeat(1, count),
+                         row[:, None].expand(-1, 3 * count))
+        for index, bump in enumerate(bumps):  # the space-time planes are the last three of each scale's six
+            position = len(_U_COLUMNS) * (index // 3) + 3 + index % 3
+            values[position] = values[position] + weight[:, None] * bump
 
     def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[torch.Tensor]:
         """The x, y and z space-time lines of ``scale`` at model time ``t``, sampled on ``axis``: (N, C) each."""
