@@ -176,7 +176,7 @@ class KPlanesSDF(nn.Module):
     def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[torch.Tensor]:
         """The x, y and z space-time lines of ``scale`` at model time ``t``, sampled on ``axis``: (N, C) each."""
         time = torch.full((len(axis),), float(t), device=axis.device)
-        planes = self.time_planes[3 * scale:3 * scale + 3]
+        planes = self._scale_planes(scale)[3:]
         lines = [_sample(plane, axis, time) for plane in planes]
         if self._spreads():
             weight, row = self._spread_weight(time)
