@@ -7,6 +7,7 @@ to 1e-5 and losses to a relative 1e-5 (measured: about 1e-7).
 import dataclasses
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from dsr_backend.checkpoint import read_checkpoint
 from dsr_backend.cli import build_parser, train_argv
 from dsr_backend.cli import main as dsr_main
 from dsr_backend.distributed import main as distributed_main
-from dsr_backend.distributed import train_distributed
+from dsr_backend.distributed import leave_process_group, train_distributed
 from dsr_backend.loss import igr_loss
 from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient
 from dsr_backend.sampling import SeriesSampler, part_slice
@@ -132,8 +133,7 @@ def double_backward_worker(rank, world_size, address, series, result_path):
         ReferenceLoss(single)(sampler.sample(torch.Generator().manual_seed(1))).backward()
         torch.save([(p.grad - q.grad).abs().max() / q.grad.abs().max()
                     for p, q in zip(network.parameters(), single.parameters())], result_path)
-    torch.distributed.barrier()  # rank 1 leaving while rank 0 still works has aborted gloo (1 run in 3)
-    torch.distributed.destroy_process_group()
+    leave_process_group(finished=True)  # rank 1 leaving while rank 0 still works has aborted gloo (1 run in 3)
 
 
 def test_ddp_averages_gradients_of_a_double_backward_loss(sphere_series, tmp_path):
@@ -141,6 +141,23 @@ def test_ddp_averages_gradients_of_a_double_backward_loss(sphere_series, tmp_pat
     torch.multiprocessing.spawn(double_backward_worker, nprocs=2,
                                 args=(2, f"file://{tmp_path / 'rendezvous'}", sphere_series, str(path)))
     assert max(torch.load(path)) < 1e-5
+
+
+def leaving_worker(rank, world_size, address, result_path):
+    torch.distributed.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
+    torch.distributed.barrier()
+    if rank == 1:
+        time.sleep(1.0)  # still busy with its last work
+    started = time.perf_counter()
+    leave_process_group(finished=True)
+    if rank == 0:
+        torch.save(time.perf_counter() - started, result_path)
+
+
+def test_a_finished_process_leaves_the_group_only_with_the_others(tmp_path):
+    path = tmp_path / "waited.pt"
+    torch.multiprocessing.spawn(leaving_worker, nprocs=2, args=(2, f"file://{tmp_path / 'rendezvous'}", str(path)))
+    assert torch.load(path) > 0.8  # rank 0 waited for rank 1 before closing its connections
 
 
 def test_distributed_entry_needs_torchrun(tmp_path, capsys, monkeypatch):
