@@ -60,6 +60,8 @@ class KPlanesConfig:
     time_spread : c of the space-time lines' interpolation between time nodes k and k+1, a fraction u of
         the way: linear plus ``c u (1 - u) (F(k-1) - F(k) - F(k+1) + F(k+2))``, which equals the nodes at the
         nodes and in between spreads over the four nearest (0: linear).
+    members : number of independently initialised models whose mean is f (:class:`KPlanesEnsemble`); each
+        member trains on its own loss of the shared batches.
     """
 
     space_resolutions: tuple[int, ...] = (32, 64, 128)
@@ -71,6 +73,7 @@ class KPlanesConfig:
     init_radius: float = 0.6
     num_proteins: int = 1
     time_spread: float = 0.0
+    members: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space_resolutions", tuple(int(r) for r in self.space_resolutions))
@@ -78,13 +81,16 @@ class KPlanesConfig:
             raise ValueError("plane resolutions must be at least 2")
         if not 0 <= self.time_spread <= 1:
             raise ValueError(f"time_spread must be in [0, 1], got {self.time_spread}")
+        if self.members < 1:
+            raise ValueError(f"members must be at least 1, got {self.members}")
 
     def describe(self) -> str:
         """The architecture in a few words."""
         scales = "/".join(str(size) for size in self.space_resolutions)
         return (f"K-Planes {scales} x {self.features} features, {self.time_resolution or 'auto'} time nodes, "
                 f"2 x {self.hidden} MLP, latent {self.latent_dim}"
-                + (f", time spread {self.time_spread:g}" if self.time_spread else ""))
+                + (f", time spread {self.time_spread:g}" if self.time_spread else "")
+                + (f", mean of {self.members} models" if self.members > 1 else ""))
 
     def for_times(self, count: int) -> "KPlanesConfig":
         """This configuration with an automatic time resolution set for ``count`` distinct training times.
@@ -198,8 +204,8 @@ class KPlanesSDF(nn.Module):
         from (P, 3) integer node indices to the (P,) values, equal to ``forward`` at those nodes up to float
         rounding; None when the sampled planes would take more than :data:`NODE_PLANE_BYTES`.
         """
-        n, count, channels = len(axis), len(self.config.space_resolutions), self.config.features
-        if 3 * count * n * n * channels * 4 > NODE_PLANE_BYTES:
+        n, count = len(axis), len(self.config.space_resolutions)
+        if node_plane_bytes(self.config, n) > NODE_PLANE_BYTES:
             return None
         first, second = torch.meshgrid(axis, axis, indexing="ij")
         first, second = first.reshape(-1), second.reshape(-1)
@@ -256,6 +262,60 @@ class KPlanesSDF(nn.Module):
         terms = [(plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()
                  for plane in self.time_planes if plane.shape[2] > 2]
         return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
+
+
+class KPlanesEnsemble(nn.Module):
+    """f as the mean of ``config.members`` independently initialised :class:`KPlanesSDF` models.
+
+    The members share nothing but the batches: the training loss is the sum of the members' own losses
+    (:func:`~dsr_backend.loss.igr_loss` goes through ``members``), so each one takes the steps it would take
+    alone. Their mean cancels much of what independently trained models get wrong in different ways
+    (misplaced cavities, specks), which matters most between the training frames.
+    """
+
+    def __init__(self, config: KPlanesConfig):
+        super().__init__()
+        self.config = config
+        single = dataclasses.replace(config, members=1)
+        self.members = nn.ModuleList(KPlanesSDF(single) for _ in range(config.members))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
+        """The members' mean signed distance (see :meth:`KPlanesSDF.forward`)."""
+        return torch.stack([member(x, t, protein) for member in self.members]).mean(dim=0)
+
+    def node_function(self, axis: torch.Tensor, t: float,
+                      protein: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The mean of the members' :meth:`KPlanesSDF.node_function`; None when their sampled planes would
+        take more than :data:`NODE_PLANE_BYTES` together."""
+        if len(self.members) * node_plane_bytes(self.config, len(axis)) > NODE_PLANE_BYTES:
+            return None
+        functions = [member.node_function(axis, t, protein) for member in self.members]
+
+        def evaluate(index: torch.Tensor) -> torch.Tensor:
+            return torch.stack([function(index) for function in functions]).mean(dim=0)
+
+        return evaluate
+
+    def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
+                         with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:
+        """The members' mean f and gradients (see :meth:`KPlanesSDF.sdf_and_gradient`)."""
+        results = [member.sdf_and_gradient(x, t, protein, with_time, dtype) for member in self.members]
+
+        def mean(values: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack(values).mean(dim=0)
+
+        return SDFWithGradient(mean([r.sdf for r in results]), mean([r.grad_x for r in results]),
+                               mean([r.grad_t for r in results]) if with_time else None)
+
+
+def build_kplanes(config: KPlanesConfig) -> KPlanesSDF | KPlanesEnsemble:
+    """A :class:`KPlanesSDF`, or a :class:`KPlanesEnsemble` where ``config.members`` > 1."""
+    return KPlanesEnsemble(config) if config.members > 1 else KPlanesSDF(config)
+
+
+def node_plane_bytes(config: KPlanesConfig, nodes: int) -> int:
+    """Memory of one model's planes sampled on a grid of ``nodes`` per axis (:meth:`KPlanesSDF.node_function`)."""
+    return 3 * len(config.space_resolutions) * nodes * nodes * config.features * 4
 
 
 def _look_up(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:

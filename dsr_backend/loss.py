@@ -30,12 +30,20 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     reported as "space_smoothness".
     With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
     ``d`` being the batch's ``near_distance`` (signed distance to the frame's points), reported as "distance".
+    For a model with ``members`` (:class:`~dsr_backend.kplanes.KPlanesEnsemble`), the sum of the members'
+    losses (each member's gradient is the one it would have alone) and the mean of their terms.
 
     Returns
     -------
     total : scalar tensor with the graph to the parameters
     terms : the detached terms by name ("surface", "normal", "eikonal", "latent")
     """
+    members = getattr(model, "members", None)
+    if members is not None:  # an ensemble: each member on its own loss, so that it trains as if alone
+        results = [igr_loss(member, batch, normal_weight, eikonal_weight, latent_weight, gradient_fn, dtype,
+                            smoothness_weight, distance_weight, space_smoothness_weight) for member in members]
+        terms = {name: torch.stack([r[1][name] for r in results]).mean() for name in results[0][1]}
+        return torch.stack([r[0] for r in results]).sum(), terms
     count = len(batch.surface_x)
     x = torch.cat([batch.surface_x, batch.space_x])
     t = torch.cat([batch.surface_t, batch.space_t])

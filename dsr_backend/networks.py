@@ -1,8 +1,10 @@
 """The space-time SDF architectures a DSR model can use, chosen by the type of its configuration.
 
 ``mlp`` is the paper's network (:class:`~dsr_backend.model.SpaceTimeSDF`); ``kplanes`` the fast factorised
-one (:class:`~dsr_backend.kplanes.KPlanesSDF`). Both take (x, t, protein) and offer ``sdf_and_gradient``
-and ``latents``, so training, checkpoints and queries do not care which one they hold.
+one (:class:`~dsr_backend.kplanes.KPlanesSDF`, or with ``members`` > 1 the mean of several,
+:class:`~dsr_backend.kplanes.KPlanesEnsemble`). All take (x, t, protein) and offer ``sdf_and_gradient``,
+and the loss finds their ``latents`` (the ensemble's in its ``members``), so training, checkpoints and
+queries do not care which one they hold.
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ from typing import Any, Union
 from torch import nn
 
 from .errors import InvalidInputError
-from .kplanes import KPlanesConfig, KPlanesSDF
+from .kplanes import KPlanesConfig, build_kplanes
 from .model import ModelConfig, SpaceTimeSDF
 
 NetworkConfig = Union[ModelConfig, KPlanesConfig]
 
 ARCHITECTURES: dict[str, tuple[type, type]] = {"mlp": (ModelConfig, SpaceTimeSDF),
-                                               "kplanes": (KPlanesConfig, KPlanesSDF)}
+                                               "kplanes": (KPlanesConfig, build_kplanes)}
 
 
 def architecture_of(config: NetworkConfig) -> str:

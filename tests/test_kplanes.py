@@ -236,3 +236,47 @@ def test_configurations_round_trip_and_bad_ones_are_rejected():
         network_config_from_dict({"architecture": "kplanes", "depth": 3})
     with pytest.raises(ValueError, match="time_resolution"):
         KPlanesSDF(KPlanesConfig())  # automatic resolution not yet fitted to a series
+
+
+def test_an_ensemble_is_the_mean_of_its_members(monkeypatch):
+    model = build_network(dataclasses.replace(SPREAD, members=3))
+    assert isinstance(model, kplanes.KPlanesEnsemble) and len(model.members) == 3
+    with torch.no_grad():
+        for member in model.members:
+            for plane in member.time_planes:
+                plane.normal_(1.0, 0.3)
+            member.mlp[-1].weight.normal_(0.0, 0.3)
+    x, t, protein = random_inputs(80, seed=2)
+    out = model.sdf_and_gradient(x, t, protein, with_time=True)
+    alone = [member.sdf_and_gradient(x, t, protein, with_time=True) for member in model.members]
+    assert not torch.allclose(alone[0].sdf, alone[1].sdf)  # initialised independently
+    for name in ("sdf", "grad_x", "grad_t"):
+        torch.testing.assert_close(getattr(out, name), torch.stack([getattr(a, name) for a in alone]).mean(0))
+    torch.testing.assert_close(model(x, t, protein), out.sdf)
+    axis = torch.linspace(-1, 1, 12)
+    index = torch.randint(12, (100, 3), generator=torch.Generator().manual_seed(4))
+    expected = model(axis[index], torch.full((100,), 0.3), torch.full((100,), 1))
+    torch.testing.assert_close(model.node_function(axis, 0.3, 1)(index), expected, atol=1e-5, rtol=1e-5)
+    one_member = kplanes.node_plane_bytes(model.config, 12)
+    monkeypatch.setattr("dsr_backend.kplanes.NODE_PLANE_BYTES", 2 * one_member)
+    assert model.members[0].node_function(axis, 0.3, 1) is not None
+    assert model.node_function(axis, 0.3, 1) is None  # the three together would take too much memory
+    with pytest.raises(ValueError, match="members"):
+        dataclasses.replace(SMALL, members=0)
+
+
+def test_ensemble_members_train_as_if_alone_and_round_trip(sphere_series, tmp_path):
+    config = preset("fast", steps=6, batch_size=512, model=dataclasses.replace(SPREAD, num_proteins=1, members=2))
+    path = tmp_path / "ensemble.pt"
+    together = train(sphere_series, config, checkpoint=path, device="cpu")
+    alone = train(sphere_series, dataclasses.replace(config, model=dataclasses.replace(config.model, members=1)),
+                  device="cpu")
+    first, second = together.model.network.members
+    for mine, single in zip(first.state_dict().values(), alone.model.network.state_dict().values()):
+        torch.testing.assert_close(mine, single)  # the same seed, batches and steps
+    assert not torch.allclose(second.space_planes[0], first.space_planes[0], atol=1e-3)
+    loaded = TrainedModel.load(path, device="cpu")
+    assert isinstance(loaded.network, kplanes.KPlanesEnsemble)
+    assert "mean of 2 models" in loaded.network.config.describe()
+    points = np.random.default_rng(0).uniform(-10, 10, (50, 3))
+    assert np.allclose(loaded.sdf(points, 0.4), together.model.sdf(points, 0.4), atol=1e-6)
