@@ -16,6 +16,7 @@ dropped as surface queries do) on ``--frames`` against their solvent-excluded su
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import threading
@@ -47,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=PRECISIONS, help="override the preset's arithmetic")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)")
+    parser.add_argument("--members", type=int, help="K-Planes presets: train the mean of this many models")
     parser.add_argument("--atoms", help=ATOMS_HELP)
     parser.add_argument("-o", "--output", default="tta_out", help="folder for the series and curve.json")
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="output folders of runs to compare, fastest last")
@@ -58,7 +60,10 @@ def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
     overrides = {"precision": args.precision} if args.precision else {}
     if args.compile:
         overrides["compile"] = True
-    trainer = Trainer(series, preset(args.preset, **overrides), device=args.device)
+    config = preset(args.preset, **overrides)
+    if args.members:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
+    trainer = Trainer(series, config, device=args.device)
     budget, next_probe, paused = args.minutes * 60.0, args.first, 0.0
     copies: list[dict] = []
     cancel = threading.Event()
@@ -119,7 +124,8 @@ def run_label(run: dict) -> str:
     where = run.get("device", "cpu")
     where = f"{run['threads']} thr" if where == "cpu" else where
     compiled = "compiled" if run.get("compile") else None
-    return ", ".join(part for part in (run["preset"], run.get("precision"), compiled, where) if part)
+    members = f"{run['members']} members" if run.get("members") else None
+    return ", ".join(part for part in (run["preset"], members, run.get("precision"), compiled, where) if part)
 
 
 def compare(folders: list[str]) -> None:
@@ -170,8 +176,8 @@ def main() -> None:
     copies = train_with_probes(series, args)
     print(f"scoring {len(copies)} probes on frames {frames}")
     curve = score(copies, reference_occupancy(reference, frames, series.normalization), args.device)
-    result = dict(preset=args.preset, precision=args.precision, compile=args.compile, device=args.device,
-                  threads=args.threads, frames=frames, curve=curve)
+    result = dict(preset=args.preset, members=args.members, precision=args.precision, compile=args.compile,
+                  device=args.device, threads=args.threads, frames=frames, curve=curve)
     with open(os.path.join(args.output, "curve.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
     compare([args.output])

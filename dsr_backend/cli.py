@@ -108,6 +108,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         parser.add_argument("--batch-size", type=int, help="surface points per step (over all processes)"),
         parser.add_argument("--frames-per-step", type=int, help="frames per step (0: all)"),
         parser.add_argument("--lr", type=float, help="learning rate"),
+        parser.add_argument("--members", type=int, help="fast preset: train the mean of this many independently "
+                                                        "initialised models (this many times the work a step)"),
         parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="arithmetic of the network"),
         parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)"),
         parser.add_argument("--seed", type=int),
@@ -138,19 +140,28 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     import json
 
     from .config import TrainConfig, preset
+    from .kplanes import KPlanesConfig
 
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
         ("frames_per_step", args.frames_per_step), ("compile", args.compile or None)) if value is not None}
     if not args.config:
-        return preset(args.preset, num_proteins=num_proteins, **overrides)
-    try:
-        with open(args.config, encoding="utf-8") as handle:
-            config = TrainConfig.from_dict(json.load(handle))
-    except (OSError, ValueError, TypeError) as error:
-        raise InvalidInputError(f"cannot read the configuration {args.config}: {error}") from None
-    return dataclasses.replace(config, **overrides)
+        config = preset(args.preset, num_proteins=num_proteins, **overrides)
+    else:
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                config = TrainConfig.from_dict(json.load(handle))
+        except (OSError, ValueError, TypeError) as error:
+            raise InvalidInputError(f"cannot read the configuration {args.config}: {error}") from None
+        config = dataclasses.replace(config, **overrides)
+    if args.members is None:
+        return config
+    if not isinstance(config.model, KPlanesConfig):
+        raise InvalidInputError("--members applies to the K-Planes model (--preset fast) only")
+    if args.members < 1:
+        raise InvalidInputError(f"--members must be at least 1, got {args.members}")
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
 
 
 def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None = None,

@@ -280,3 +280,17 @@ def test_ensemble_members_train_as_if_alone_and_round_trip(sphere_series, tmp_pa
     assert "mean of 2 models" in loaded.network.config.describe()
     points = np.random.default_rng(0).uniform(-10, 10, (50, 3))
     assert np.allclose(loaded.sdf(points, 0.4), together.model.sdf(points, 0.4), atol=1e-6)
+
+
+def test_dsr_train_members_option(sphere_series, tmp_path, capsys):
+    series, path = tmp_path / "series.npz", tmp_path / "m.pt"
+    sphere_series.save(series)
+    common = ["train", str(series), "-o", str(path), "--steps", "2", "--batch-size", "256", "--device", "cpu", "-q"]
+    assert main([*common, "--preset", "fast", "--members", "2"]) == 0
+    network = TrainedModel.load(path, device="cpu").network
+    assert isinstance(network, kplanes.KPlanesEnsemble) and len(network.members) == 2
+    capsys.readouterr()
+    assert main([*common, "--preset", "tiny", "--members", "2"]) == 2
+    assert "--members applies to the K-Planes model" in capsys.readouterr().err
+    assert main([*common, "--preset", "fast", "--members", "0"]) == 2
+    assert "--members must be at least 1" in capsys.readouterr().err
