@@ -10,7 +10,7 @@ Typical use::
 from .config import PRESETS, TrainConfig, preset
 from .errors import (CheckpointError, DSRError, InvalidInputError, MissingDependencyError, ResourceLimitError,
                      TrainingCancelled, TrainingDivergedError)
-from .kplanes import KPlanesConfig, KPlanesSDF
+from .kplanes import KPlanesConfig, KPlanesEnsemble, KPlanesSDF
 from .model import ModelConfig, SpaceTimeSDF
 from .query import Mesh, extract_surface, extract_surfaces, sdf_grid
 from .series import Normalization, SurfaceSeries, TimeMap
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESETS", "TrainConfig", "preset", "CheckpointError", "DSRError", "InvalidInputError",
     "MissingDependencyError", "ResourceLimitError", "TrainingCancelled", "TrainingDivergedError", "ModelConfig",
-    "KPlanesConfig", "KPlanesSDF",
+    "KPlanesConfig", "KPlanesEnsemble", "KPlanesSDF",
     "SpaceTimeSDF", "Mesh", "extract_surface", "extract_surfaces", "sdf_grid", "Normalization", "SurfaceSeries",
     "TimeMap", "Trainer", "TrainResult", "train", "TrainedModel", "__version__",
 ]
