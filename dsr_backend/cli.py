@@ -159,9 +159,10 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
         return config
     if not isinstance(config.model, KPlanesConfig):
         raise InvalidInputError("--members applies to the K-Planes model (--preset fast) only")
-    if args.members < 1:
-        raise InvalidInputError(f"--members must be at least 1, got {args.members}")
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
+    try:
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
+    except ValueError as error:
+        raise InvalidInputError(f"--members: {error}") from None
 
 
 def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None = None,

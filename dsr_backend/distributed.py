@@ -163,9 +163,10 @@ def leave_process_group(finished: bool) -> None:
     Gloo can abort a process whose peer closes its connections while it still works (gloo issue 155: a
     barrier followed by destruction). Here a rank aborted so ("terminate called without an active
     exception") after rank 0 had saved, in CI and once in about 450 ``dsr train --nproc 2`` runs on this
-    machine, and a test whose rank 1 left while rank 0 still computed, once in three. Waiting on the group's store, which
-    carries no collective's messages, lets every process finish its work before any connection closes.
-    After an error the group goes at once, so that processes blocked in a collective fail rather than wait.
+    machine, and in a test whose rank 1 left while rank 0 still computed, once in three runs. Waiting on
+    the group's store, which carries no collective's messages, lets every process finish its work before
+    any connection closes. After an error the group goes at once, so that processes blocked in a
+    collective fail rather than wait.
     """
     if finished:
         store, rank = dist.distributed_c10d._get_default_store(), dist.get_rank()

@@ -293,4 +293,4 @@ def test_dsr_train_members_option(sphere_series, tmp_path, capsys):
     assert main([*common, "--preset", "tiny", "--members", "2"]) == 2
     assert "--members applies to the K-Planes model" in capsys.readouterr().err
     assert main([*common, "--preset", "fast", "--members", "0"]) == 2
-    assert "--members must be at least 1" in capsys.readouterr().err
+    assert "--members: members must be at least 1, got 0" in capsys.readouterr().err
