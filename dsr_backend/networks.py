@@ -9,7 +9,7 @@ queries do not care which one they hold.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from torch import nn
 
@@ -19,8 +19,9 @@ from .model import ModelConfig, SpaceTimeSDF
 
 NetworkConfig = Union[ModelConfig, KPlanesConfig]
 
-ARCHITECTURES: dict[str, tuple[type, type]] = {"mlp": (ModelConfig, SpaceTimeSDF),
-                                               "kplanes": (KPlanesConfig, build_kplanes)}
+ARCHITECTURES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
+    "mlp": (ModelConfig, SpaceTimeSDF), "kplanes": (KPlanesConfig, build_kplanes)}
+"""Per architecture: its configuration class and what builds a network from such a configuration."""
 
 
 def architecture_of(config: NetworkConfig) -> str:
