@@ -16,7 +16,6 @@ dropped as surface queries do) on ``--frames`` against their solvent-excluded su
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import threading
@@ -62,7 +61,7 @@ def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
         overrides["compile"] = True
     config = preset(args.preset, **overrides)
     if args.members:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
+        config = config.with_members(args.members)
     trainer = Trainer(series, config, device=args.device)
     budget, next_probe, paused = args.minutes * 60.0, args.first, 0.0
     copies: list[dict] = []

@@ -140,8 +140,6 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     import json
 
     from .config import TrainConfig, preset
-    from .kplanes import KPlanesConfig
-
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
@@ -157,11 +155,9 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
         config = dataclasses.replace(config, **overrides)
     if args.members is None:
         return config
-    if not isinstance(config.model, KPlanesConfig):
-        raise InvalidInputError("--members applies to the K-Planes model (--preset fast) only")
     try:
-        return dataclasses.replace(config, model=dataclasses.replace(config.model, members=args.members))
-    except ValueError as error:
+        return config.with_members(args.members)
+    except InvalidInputError as error:
         raise InvalidInputError(f"--members: {error}") from None
 
 

@@ -71,6 +71,18 @@ class TrainConfig:
     def decay_every_steps(self, num_frames: int) -> int:
         return self.lr_decay_epochs * self.steps_per_epoch(num_frames)
 
+    def with_members(self, members: int) -> "TrainConfig":
+        """This configuration with its K-Planes model the mean of ``members`` models (``KPlanesConfig.members``).
+
+        Raises :class:`InvalidInputError` for an MLP model or fewer than one member.
+        """
+        if not isinstance(self.model, KPlanesConfig):
+            raise InvalidInputError(f"members apply to the K-Planes model (preset fast) only, not to preset {self.preset}")
+        try:
+            return dataclasses.replace(self, model=dataclasses.replace(self.model, members=members))
+        except ValueError as error:
+            raise InvalidInputError(str(error)) from None
+
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "model": network_config_to_dict(self.model)}
 

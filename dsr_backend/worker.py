@@ -34,8 +34,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, preset
+from .config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
 from .errors import DSRError, InvalidInputError
+from .kplanes import KPlanesConfig
 from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .series import SurfaceSeries
 from .surface import solvent_excluded_surface
@@ -89,6 +90,15 @@ def _split(arrays: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
     return np.split(values, np.cumsum(sizes)[:-1])
 
 
+def training_config(settings: dict, num_proteins: int = 1) -> TrainConfig:
+    """The training configuration of a job's ``settings``: the preset with ``steps`` and ``checkpoint_every``
+    applied where positive and ``members`` where not 0 (see :meth:`Engine.submit_train`)."""
+    overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every") if int(settings.get(key) or 0) > 0}
+    config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=num_proteins, **overrides)
+    members = int(settings.get("members") or 0)
+    return config.with_members(members) if members else config
+
+
 class Engine:
     """Training jobs and trained models of one plugin session.
 
@@ -106,17 +116,19 @@ class Engine:
 
     # ------------------------------------------------------------------ jobs
     def describe(self) -> dict:
-        """Where this engine runs."""
+        """Where this engine runs, its presets and those that take ``members``."""
         import torch
 
         return dict(python=sys.executable, version=__version__, torch=torch.__version__,
-                    cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS))
+                    cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS),
+                    member_presets=[name for name in PRESETS if isinstance(preset(name).model, KPlanesConfig)])
 
     def submit_train(self, settings: dict, arrays: dict[str, np.ndarray], job_dir: str = "") -> str:
         """Start training in a daemon thread and return the job id.
 
-        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``checkpoint_every`` (0: the
-        preset's), ``device`` ("" or "auto": CUDA when available), ``protein_names``, ``metadata``.
+        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``members`` (0: the preset's; fast
+        preset), ``checkpoint_every`` (0: the preset's), ``device`` ("" or "auto": CUDA when available),
+        ``protein_names``, ``metadata``.
         ``arrays``: see the module docstring. ``job_dir``: a folder of the caller's for the job's
         ``series.npz`` and ``checkpoint.pt``, kept on cancel; when they exist the job reuses the series and
         resumes the checkpoint. Default: files of the engine's own, deleted on cancel.
@@ -124,7 +136,7 @@ class Engine:
         name = str(settings.get("name") or "")
         if not name:
             raise InvalidInputError("a training job needs a model name")
-        preset(str(settings.get("preset") or DEFAULT_PRESET))  # unknown presets and devices fail here, not later
+        training_config(settings)  # unknown presets, members and devices fail here, not later
         resolve_device(settings.get("device") or None)
         with self._lock:
             if any(job.name == name and job.state == "running" for job in self._jobs.values()):
@@ -220,9 +232,7 @@ class Engine:
         if os.path.isfile(path):
             trainer = Trainer.resume(path, series, device)
         else:
-            overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every")
-                         if int(settings.get(key) or 0) > 0}
-            config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=series.num_proteins, **overrides)
+            config = training_config(settings, series.num_proteins)
             trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
         job.phase, job.step, job.total = "training", trainer.step, trainer.total_steps
         self._update(job, force=True)
@@ -247,12 +257,13 @@ class Engine:
         return [self.model_info(name) for name in names]
 
     def model_info(self, name: str) -> dict:
-        """Name, protein names, trained time range, preset, steps, loss and metadata of a model."""
+        """Name, protein names, trained time range, preset, architecture, steps, loss and metadata of a model."""
         stored = self._stored(name)
         model = stored.model
         return dict(name=name, protein_names=list(model.protein_names),
                     time_range=[model.time_map.start, model.time_map.stop], static=model.time_map.is_static,
-                    preset=model.config.preset, step=model.step, loss=stored.loss, device=str(model.device),
+                    preset=model.config.preset, architecture=model.config.model.describe(), step=model.step,
+                    loss=stored.loss, device=str(model.device),
                     metadata=model.metadata)
 
     def _stored(self, name: str) -> _Stored:

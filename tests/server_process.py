@@ -36,9 +36,10 @@ def npz(**arrays) -> bytes:
     return buffer.getvalue()
 
 
-def job_upload(series, name: str, steps: int, preset: str = "tiny", **replace) -> bytes:
+def job_upload(series, name: str, steps: int, preset: str = "tiny", members: int | None = None, **replace) -> bytes:
     """The training upload of a surface series (points + normals), with arrays replaced as given."""
-    arrays = dict(settings=np.array(json.dumps(dict(name=name, preset=preset, steps=steps))), times=series.times,
+    settings = dict(name=name, preset=preset, steps=steps, **({} if members is None else dict(members=members)))
+    arrays = dict(settings=np.array(json.dumps(settings)), times=series.times,
                   sizes=series.frame_sizes(), proteins=series.proteins, points=np.concatenate(series.points),
                   normals=np.concatenate(series.normals))
     arrays.update(replace)

@@ -291,6 +291,6 @@ def test_dsr_train_members_option(sphere_series, tmp_path, capsys):
     assert isinstance(network, kplanes.KPlanesEnsemble) and len(network.members) == 2
     capsys.readouterr()
     assert main([*common, "--preset", "tiny", "--members", "2"]) == 2
-    assert "--members applies to the K-Planes model" in capsys.readouterr().err
+    assert "--members: members apply to the K-Planes model (preset fast) only, not to preset tiny" in capsys.readouterr().err
     assert main([*common, "--preset", "fast", "--members", "0"]) == 2
     assert "--members: members must be at least 1, got 0" in capsys.readouterr().err

@@ -205,6 +205,8 @@ def test_background_training_status_wait_and_cancel(trained, capsys):
     ("dsr_train pep, surface=msms", "surface must be ses or pymol"),
     ("dsr_train pep, steps=-3", "steps must be at least 0"),
     ("dsr_train pep, steps=many", "steps must be a whole number"),
+    ("dsr_train pep, preset=tiny, members=2", "members apply to preset fast only, not to tiny"),
+    ("dsr_train pep, members=-1", "members must be at least 0"),
     ("dsr_train pep, device=cuda", "no CUDA GPU"),
     ("dsr_surface t=nan, model={model}", "t must be finite"),
     ("dsr_surface t=0:1, model={model}", "start:stop:count"),
@@ -257,3 +259,10 @@ def test_help_shows_the_pymol_style_docstring(capsys):
     cmd.do("help dsr_train")
     text = capsys.readouterr().out
     assert all(section in text for section in ("DESCRIPTION", "USAGE", "ARGUMENTS", "not solvent and not inorganic"))
+
+
+def test_members_train_the_mean_of_several_fast_models():
+    cmd.do("dsr_train pep, states=1-3, name=pair, preset=fast, steps=3, members=2")
+    (info,) = [info for info in session_for(cmd).backend().models() if info["name"] == "pair"]
+    assert info["preset"] == "fast" and "mean of 2 models" in info["architecture"]
+    assert dsr_surface(t="0.5", model="pair") == "pair_t0.5" and cmd.get_type("pair_t0.5") == "object:cgo"

@@ -115,6 +115,14 @@ def test_train_then_query_surfaces_download_and_upload_checkpoints(server, train
     assert server.request("GET", f"/models/{trained}/surface?t=0.25&resolution=24")[0] == 200
 
 
+def test_a_job_with_members_trains_their_mean(server, series):
+    job = server.json("POST", "/jobs", job_upload(series, "pair", 3, preset="fast", members=2), expect=201)
+    done = server.wait_job(job["id"])
+    assert done["state"] == "done" and done["members"] == 2, done
+    assert "mean of 2 models" in server.json("GET", "/models/pair")["architecture"]
+    assert server.json("DELETE", "/models/pair") == {"name": "pair"}
+
+
 def zip_bomb() -> bytes:
     """A valid .npz of 8 MB of zeros, a few kB compressed."""
     buffer = io.BytesIO()
@@ -150,6 +158,8 @@ def not_zip() -> bytes:
     (lambda s: job_upload(s, "bad", 10, settings=None), 400, "no 'settings'"),
     (lambda s: job_upload(s, "bad", 10, extra=np.zeros(3)), 400, "unknown array"),
     (lambda s: job_upload(s, "bad", 10, preset="huge"), 400, "unknown preset"),
+    (lambda s: job_upload(s, "bad", 10, members=2), 400, "members apply to the K-Planes model (preset fast) only"),
+    (lambda s: job_upload(s, "bad", 10, preset="fast", members=-1), 400, "'members' must be an integer"),
     (lambda s: job_upload(s, "../../etc", 10), 400, "model name"),
     (lambda s: job_upload(s, "bad", 10, settings=np.array('{"name": "bad", "job_dir": "/tmp"}')), 400,
      "unknown setting"),

@@ -391,7 +391,8 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
                                            "error", "device", "created", "started", "finished", "seconds",
                                            "runs", "resumed_from")}
     public["cancelling"] = bool(record["cancel_requested"]) and record["state"] == "running"
-    public.update(preset=settings["preset"], steps=settings["steps"], protein_names=settings["protein_names"],
+    public.update(preset=settings["preset"], steps=settings["steps"], members=settings.get("members", 0),
+                  protein_names=settings["protein_names"],
                   metrics=dict(loss=record["loss"], steps_per_second=record["rate"]))
     return public
 

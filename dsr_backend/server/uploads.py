@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_PRESET, PRESETS
+from ..config import DEFAULT_PRESET, PRESETS, preset as preset_config
 from ..errors import InvalidInputError
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-SETTINGS = ("name", "preset", "steps", "device", "protein_names", "metadata")
+SETTINGS = ("name", "preset", "steps", "members", "device", "protein_names", "metadata")
 MAX_SETTINGS_CHARS = 256 * 1024
 MAX_STEPS = 10_000_000
+MAX_MEMBERS = 16
 MAX_ARCHIVE_MEMBERS = 16
 ATOMS, SURFACES = ("coords", "radii"), ("points", "normals")
 ARRAYS = ("settings", "times", "proteins", "sizes") + ATOMS + SURFACES
@@ -140,6 +141,11 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
     steps = settings.setdefault("steps", 0)
     if not _is_int(steps) or not 0 <= steps <= MAX_STEPS:
         raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
+    members = settings.setdefault("members", 0)
+    if not _is_int(members) or not 0 <= members <= MAX_MEMBERS:
+        raise InvalidInputError(f"'members' must be an integer from 0 (the preset's) to {MAX_MEMBERS}")
+    if members:
+        preset_config(preset).with_members(members)  # only K-Planes presets have members
     if not isinstance(settings.setdefault("device", ""), str):
         raise InvalidInputError("'device' must be a string")
     names = settings.get("protein_names", ["protein"])
