@@ -74,9 +74,11 @@ class TrainConfig:
     def with_members(self, members: int) -> "TrainConfig":
         """This configuration with its K-Planes model the mean of ``members`` models (``KPlanesConfig.members``).
 
-        Raises :class:`InvalidInputError` for an MLP model or fewer than one member.
+        Raises :class:`InvalidInputError` for fewer than one member or several of an MLP model.
         """
         if not isinstance(self.model, KPlanesConfig):
+            if members == 1:
+                return self
             raise InvalidInputError(f"members apply to the K-Planes model (preset fast) only, not to preset {self.preset}")
         try:
             return dataclasses.replace(self, model=dataclasses.replace(self.model, members=members))

@@ -43,7 +43,7 @@ def _say(quiet, line: str) -> None:
 
 
 def dsr_train(selection: str = "", states: str = "", name: str = "", preset: str = "fast", steps: int = 0,
-              surface: str = "ses", device: str = "", members: int = 0, quiet: int = 1, *, _self=cmd,
+              surface: str = "ses", device: str = "", members: int = 1, quiet: int = 1, *, _self=cmd,
               **kwargs) -> str:
     """
 DESCRIPTION
@@ -104,7 +104,7 @@ SEE ALSO
     if not str(selection).strip():
         raise CmdException("dsr_train needs a selection, e.g. dsr_train adk, states=1-80:2")
     surface, steps = str(surface).strip().lower(), parse_int(steps, "steps", minimum=0)
-    members = parse_int(members, "members", minimum=0)
+    members = parse_int(members, "members", minimum=1)
     if surface not in SURFACE_SOURCES:
         raise CmdException(f"surface must be ses or pymol, got '{surface}'")
     frames = extract_atoms(selection, states, _self)
@@ -143,7 +143,7 @@ def _check_settings(backend_info: dict, preset: str, device: str, members: int) 
     if preset not in presets:
         raise CmdException(f"unknown preset '{preset}'; choose one of {', '.join(presets)}")
     member_presets = backend_info.get("member_presets", [])
-    if members and preset not in member_presets:
+    if members > 1 and preset not in member_presets:
         raise CmdException(f"members apply to preset {' or '.join(member_presets) or 'fast'} only, not to {preset}")
     if str(device).startswith("cuda") and not backend_info.get("cuda"):
         raise CmdException("device cuda was asked for but the backend sees no CUDA GPU; use device=cpu")

@@ -74,11 +74,12 @@ class DialogController:
         return [(name, self._self.count_states(name)) for name in self._self.get_names("public_objects")
                 if self._self.get_type(name) == "object:molecule"]
 
-    def train(self, selection: str, states: str, preset: str, steps: int) -> bool:
-        """Start training in the background; False (and ``message`` says why) if the input is bad."""
+    def train(self, selection: str, states: str, preset: str, steps: int, members: int = 1) -> bool:
+        """Start training in the background; False (and ``message`` says why) if the input is bad.
+        ``members`` > 1 trains the mean of that many models (preset fast)."""
         try:
-            self.model = dsr_train(selection, states, preset=preset, steps=int(steps), quiet=0,
-                                   _self=self._self, **{"async": 1})
+            self.model = dsr_train(selection, states, preset=preset, steps=int(steps), members=int(members),
+                                   quiet=0, _self=self._self, **{"async": 1})
         except CmdException as error:
             self.message = error.message
             return False

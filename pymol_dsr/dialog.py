@@ -10,7 +10,7 @@ REFRESH_MS = 250
 
 
 class DSRDialog(QtWidgets.QDialog):
-    """Object and states, preset and steps, Train/Cancel with progress, a time slider, level, models."""
+    """Object and states, preset, steps and models averaged, Train/Cancel with progress, a time slider, level, models."""
 
     def __init__(self, parent=None, _self=cmd):
         super().__init__(parent)
@@ -31,6 +31,10 @@ class DSRDialog(QtWidgets.QDialog):
         self.steps_spin = QtWidgets.QSpinBox()
         self.steps_spin.setRange(0, 10_000_000)
         self.steps_spin.setSpecialValueText("preset's")
+        self.members_spin = QtWidgets.QSpinBox()
+        self.members_spin.setRange(1, 16)
+        self.members_spin.setToolTip("preset fast: train this many models side by side and show their mean "
+                                     "(a little more accurate between states, that many times the time)")
         self.train_button = QtWidgets.QPushButton("Train")
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.progress_bar = QtWidgets.QProgressBar()
@@ -55,6 +59,7 @@ class DSRDialog(QtWidgets.QDialog):
         form.addRow("States", self.states_edit)
         form.addRow("Preset", self.preset_box)
         form.addRow("Steps", self.steps_spin)
+        form.addRow("Models averaged", self.members_spin)
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
@@ -88,7 +93,7 @@ class DSRDialog(QtWidgets.QDialog):
 
     def train(self) -> None:
         self.controller.train(self.object_box.currentText(), self.states_edit.text(), self.preset_box.currentText(),
-                              self.steps_spin.value())
+                              self.steps_spin.value(), self.members_spin.value())
         self.refresh_progress()
 
     def refresh_progress(self) -> None:

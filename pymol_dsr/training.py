@@ -42,7 +42,7 @@ def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
 
 
 def train_settings(name: str, frames: Sequence[AtomFrames], selection: str, surface: str, preset: str,
-                   steps: int, device: str, members: int = 0) -> dict:
+                   steps: int, device: str, members: int = 1) -> dict:
     """The backend's training settings, with what the checkpoint should remember about the PyMOL side."""
     objects = [frame.object for frame in frames]
     return dict(name=name, preset=preset, steps=steps, members=members, device=device, protein_names=objects,

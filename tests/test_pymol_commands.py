@@ -206,7 +206,7 @@ def test_background_training_status_wait_and_cancel(trained, capsys):
     ("dsr_train pep, steps=-3", "steps must be at least 0"),
     ("dsr_train pep, steps=many", "steps must be a whole number"),
     ("dsr_train pep, preset=tiny, members=2", "members apply to preset fast only, not to tiny"),
-    ("dsr_train pep, members=-1", "members must be at least 0"),
+    ("dsr_train pep, members=0", "members must be at least 1"),
     ("dsr_train pep, device=cuda", "no CUDA GPU"),
     ("dsr_surface t=nan, model={model}", "t must be finite"),
     ("dsr_surface t=0:1, model={model}", "start:stop:count"),

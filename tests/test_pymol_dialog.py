@@ -42,6 +42,8 @@ def test_bad_input_and_cancel_are_reported():
     controller = DialogController()
     assert not controller.train("pep", "1-9", "tiny", 10)
     assert "out of range" in controller.progress().text
+    assert not controller.train("pep", "1-3", "tiny", 10, members=2)
+    assert "members apply to preset fast only, not to tiny" in controller.progress().text
     assert controller.train("pep", "1-3", "tiny", 100000)
     controller.cancel()
     finish(controller)
