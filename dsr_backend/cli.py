@@ -140,6 +140,7 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     import json
 
     from .config import TrainConfig, preset
+
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
