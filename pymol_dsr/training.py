@@ -43,9 +43,11 @@ def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
 
 def train_settings(name: str, frames: Sequence[AtomFrames], selection: str, surface: str, preset: str,
                    steps: int, device: str, members: int = 1) -> dict:
-    """The backend's training settings, with what the checkpoint should remember about the PyMOL side."""
+    """The backend's training settings, with what the checkpoint should remember about the PyMOL side.
+    ``members`` goes only where it is more than one, so that servers older than the setting take the rest."""
     objects = [frame.object for frame in frames]
-    return dict(name=name, preset=preset, steps=steps, members=members, device=device, protein_names=objects,
+    several = {"members": members} if members > 1 else {}
+    return dict(name=name, preset=preset, steps=steps, **several, device=device, protein_names=objects,
                 metadata=dict(source="pymol_dsr", selection=selection, surface=surface, objects=objects,
                               states={frame.object: frame.states for frame in frames}))
 

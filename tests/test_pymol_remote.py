@@ -126,6 +126,14 @@ def test_jobs_of_other_clients_can_be_waited_for_cancelled_and_shown(remote_sess
         dsr_wait("nobody")
 
 
+def test_members_are_sent_only_when_several_so_that_older_servers_take_the_job():
+    cmd.reinitialize()
+    hinge_peptide(states=3)
+    frames = extract_atoms("pep", "1-3")
+    assert "members" not in train_settings("one", frames, "pep", "ses", "fast", 10, "", members=1)
+    assert train_settings("three", frames, "pep", "ses", "fast", 10, "", members=3)["members"] == 3
+
+
 def test_a_dropped_connection_is_reported_and_the_job_completes_after_a_restart(tmp_path):
     server = ServerProcess(tmp_path / "data", "--checkpoint-every", "10").start()
     try:
