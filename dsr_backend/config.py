@@ -106,8 +106,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
-    # Besides the IGR terms it fits the signed distance to the surface points near the surface; between
-    # frames its space-time features blend four nodes (time_spread, chosen on held-out DIMS frames).
+    # Besides the IGR terms it fits the signed distance to the surface near it; between frames its
+    # space-time features blend four nodes (time_spread, chosen on held-out DIMS frames).
     "fast": dict(model=KPlanesConfig(features=64, time_spread=0.3), batch_size=4096, frames_per_step=0,
                  epochs=3000, lr=1e-2, lr_decay_epochs=1000, time_smoothness=1e-3, distance_weight=1.0),
     # The smallest useful model, for tests.

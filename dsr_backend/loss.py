@@ -29,7 +29,8 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     with ``space_smoothness_weight`` > 0, that times its ``space_smoothness()`` (first differences in space),
     reported as "space_smoothness".
     With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
-    ``d`` being the batch's ``near_distance`` (signed distance to the frame's points), reported as "distance".
+    ``d`` being the batch's ``near_distance`` (signed distance to the frame's surface, see
+    :class:`~dsr_backend.sampling.SeriesSampler`), reported as "distance".
     For a model with ``members`` (:class:`~dsr_backend.kplanes.KPlanesEnsemble`), the sum of the members'
     losses (each member's gradient is the one it would have alone) and the mean of their terms.
 

@@ -54,8 +54,8 @@ class SeriesSampler:
     every surface point moved by Gaussian noise of standard deviation equal to its distance to its
     ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
     [-1, 1]^3 at the times and proteins of random batch points (IGR). With ``distances``, each batch also
-    carries the signed distance of its near-surface samples to their frame's point cloud: the distance to
-    the nearest point, negative where the sample lies behind that point's normal.
+    carries the signed distance of its near-surface samples to their frame's surface: the distance to
+    the tangent plane of the nearest point, negative behind that point's normal.
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
@@ -110,14 +110,17 @@ class SeriesSampler:
             near_distance=None if self.nearest is None else self.signed_distance(near, own))
 
     def signed_distance(self, x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-        """Distance from each point of ``x`` (B, 3) to the nearest surface point of its ``frame`` (B,),
-        negative behind that point's normal."""
+        """Signed distance from each point of ``x`` (B, 3) to the tangent plane of the nearest surface point of
+        its ``frame`` (B,), positive on the side its normal points to.
+
+        The distance to the nearest point itself exceeds the distance to the surface by up to half the point
+        spacing near the surface; fitted, it left trained surfaces inflated (see docs/evaluation.md).
+        """
         distance = torch.empty(len(x), device=self.device)
         for which in torch.unique(frame).tolist():
             rows = torch.nonzero(frame == which).squeeze(1)
             index = self.offsets[which] + self.nearest(which, x[rows])
-            offset = x[rows] - self.points[index]
-            distance[rows] = offset.norm(dim=1) * torch.sign((offset * self.normals[index]).sum(dim=1))
+            distance[rows] = ((x[rows] - self.points[index]) * self.normals[index]).sum(dim=1)
         return distance
 
 

@@ -67,7 +67,8 @@ def test_same_generator_state_same_batch(sphere_series):
 
 
 def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
-    """On the moving sphere the targets match the exact signed distance up to the point spacing."""
+    """On the moving sphere the targets match the exact signed distance to a twentieth of the point spacing,
+    right at the surface too (the distance to the nearest point itself is off by a fifth of it there)."""
     sampler = SeriesSampler(sphere_series, batch_size=3000, distances=True)
     batch = sampler.sample(torch.Generator().manual_seed(0))
     assert SeriesSampler(sphere_series, batch_size=10).sample(torch.Generator()).near_distance is None
@@ -78,8 +79,9 @@ def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
                       for x, t in zip(near, batch.surface_t.tolist())])
     target = batch.near_distance.numpy()
     spacing = knn_distance(sphere_series.unit_points(0), 1).max()
-    assert np.abs(target - exact).max() < spacing
-    assert np.abs(target - exact).mean() < 0.2 * spacing
+    error = np.abs(target - exact)
+    assert error.max() < 0.1 * spacing and error.mean() < 0.02 * spacing
+    assert error[np.abs(exact) < spacing].mean() < 0.05 * spacing
     clear = np.abs(exact) > spacing
     assert clear.sum() > 1000 and np.array_equal(np.sign(target[clear]), np.sign(exact[clear]))
 
