@@ -113,8 +113,9 @@ class SeriesSampler:
         """Signed distance from each point of ``x`` (B, 3) to the tangent plane of the nearest surface point of
         its ``frame`` (B,), positive on the side its normal points to.
 
-        The distance to the nearest point itself exceeds the distance to the surface by up to half the point
-        spacing near the surface; fitted, it left trained surfaces inflated (see docs/evaluation.md).
+        The distance to the nearest point itself overstates the distance to the surface near it (right at the
+        surface it is the gap to the nearest point, not zero); fitted, it left trained surfaces inflated (see
+        docs/evaluation.md).
         """
         distance = torch.empty(len(x), device=self.device)
         for which in torch.unique(frame).tolist():
