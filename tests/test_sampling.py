@@ -67,8 +67,8 @@ def test_same_generator_state_same_batch(sphere_series):
 
 
 def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
-    """On the moving sphere the targets match the exact signed distance to a twentieth of the point spacing,
-    right at the surface too (the distance to the nearest point itself is off by a fifth of it there)."""
+    """On the moving sphere the targets match the exact signed distance to a tenth of the point spacing (a
+    twentieth on average right at the surface, where the distance to the nearest point is off by a fifth)."""
     sampler = SeriesSampler(sphere_series, batch_size=3000, distances=True)
     batch = sampler.sample(torch.Generator().manual_seed(0))
     assert SeriesSampler(sphere_series, batch_size=10).sample(torch.Generator()).near_distance is None
