@@ -7,8 +7,10 @@ fed to a softplus MLP whose last layer starts at zero, so the initial zero set i
 ``init_radius`` and the initial model is static (the space-time planes start at one). Past the trained
 time range the space-time features keep their value at the nearest end, so the model holds the first or
 last learned surface: on the DIMS benchmark that predicts the next 20 frames far better than continuing the
-features linearly did (IoU 0.69 / 0.27 on future frames 1-10 / 11-20). Between time nodes the space-time
-features may spread over the four nearest nodes (``time_spread``), still equal to the nodes at the nodes.
+features linearly did (IoU 0.69 / 0.27 on future frames 1-10 / 11-20). Between time nodes either each
+space-time line is interpolated (``time_blend="lines"``) or each scale's features are, as a weighted sum of
+the features at the nearest nodes (``"products"``); either may spread over the four nearest nodes
+(``time_spread``), still equal to the nodes at the nodes.
 Input gradients come from autograd (the bilinear look-ups are written to differentiate twice on CPU and
 CUDA alike), so the IGR loss applies unchanged.
 """
@@ -33,7 +35,11 @@ MAX_AUTO_TIME_RESOLUTION = 64
 """Most time nodes an automatic time resolution gives."""
 
 NEGLIGIBLE_SPREAD = 1e-5
-"""Largest time-spread weight ``c u (1 - u)`` left out: training times sit on the nodes up to float rounding."""
+"""Largest ``u (1 - u)`` (u: the fraction of the way between two time nodes; times c for the spread) left out:
+training times sit on the nodes up to float rounding."""
+
+TIME_BLENDS = ("lines", "products")
+"""What :class:`KPlanesSDF` interpolates between time nodes (``KPlanesConfig.time_blend``)."""
 
 NODE_CHUNK = 16384
 """Grid nodes per block in :meth:`KPlanesSDF.node_function` (small blocks stay in the CPU caches)."""
@@ -57,9 +63,14 @@ class KPlanesConfig:
     beta : softplus sharpness.
     init_radius : radius of the initial zero set (unit frame).
     num_proteins : number of latent codes.
-    time_spread : c of the space-time lines' interpolation between time nodes k and k+1, a fraction u of
-        the way: linear plus ``c u (1 - u) (F(k-1) - F(k) - F(k+1) + F(k+2))``, which equals the nodes at the
-        nodes and in between spreads over the four nearest (0: linear).
+    time_spread : c of the interpolation between time nodes k and k+1, a fraction u of the way: linear plus
+        ``c u (1 - u) (F(k-1) - F(k) - F(k+1) + F(k+2))``, which equals the nodes at the nodes and in between
+        spreads over the four nearest (0: linear).
+    time_blend : what is interpolated between time nodes: ``"lines"``, each space-time line F before the
+        lines and planes are multiplied (what checkpoints without this setting did), or ``"products"``, each
+        scale's product of its three space-time lines, so that the features between nodes are the same
+        weighted sum of the features at the nodes (one network evaluation, close to blending the network's
+        outputs at the nodes; better between DIMS frames, docs/evaluation.md).
     members : number of independently initialised models whose mean is f (:class:`KPlanesEnsemble`); each
         member trains on its own loss of the shared batches.
     """
@@ -73,6 +84,7 @@ class KPlanesConfig:
     init_radius: float = 0.6
     num_proteins: int = 1
     time_spread: float = 0.0
+    time_blend: str = "lines"
     members: int = 1
 
     def __post_init__(self) -> None:
@@ -81,6 +93,8 @@ class KPlanesConfig:
             raise ValueError("plane resolutions must be at least 2")
         if not 0 <= self.time_spread <= 1:
             raise ValueError(f"time_spread must be in [0, 1], got {self.time_spread}")
+        if self.time_blend not in TIME_BLENDS:
+            raise ValueError(f"time_blend must be one of {', '.join(TIME_BLENDS)}, got {self.time_blend!r}")
         if self.members < 1:
             raise ValueError(f"members must be at least 1, got {self.members}")
 
@@ -90,6 +104,7 @@ class KPlanesConfig:
         return (f"K-Planes {scales} x {self.features} features, {self.time_resolution or 'auto'} time nodes, "
                 f"2 x {self.hidden} MLP, latent {self.latent_dim}"
                 + (f", time spread {self.time_spread:g}" if self.time_spread else "")
+                + (", features blended between time nodes" if self.time_blend == "products" else "")
                 + (f", mean of {self.members} models" if self.members > 1 else ""))
 
     def for_times(self, count: int) -> "KPlanesConfig":
@@ -137,10 +152,17 @@ class KPlanesSDF(nn.Module):
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``."""
         count = len(self.config.space_resolutions)
-        planes = [plane for scale in range(count) for plane in self._scale_planes(scale)]
         coords = torch.cat([x, t[:, None]], dim=1)
+        blend = self._node_blend(t) if self.config.time_blend == "products" else None
+        if blend is not None:
+            space = _look_up(list(self.space_planes), coords[:, _U_COLUMNS[:3] * count],
+                             coords[:, _V_COLUMNS[:3] * count])
+            time = self._blended_time_products(x, *blend)
+            return torch.cat([space[3 * scale] * space[3 * scale + 1] * space[3 * scale + 2] * time[scale]
+                              for scale in range(count)], dim=1)
+        planes = [plane for scale in range(count) for plane in self._scale_planes(scale)]
         values = _look_up(planes, coords[:, _U_COLUMNS * count], coords[:, _V_COLUMNS * count])
-        if self._spreads():
+        if self.config.time_blend == "lines" and self._spreads():
             self._add_spread(values, x, t)
         scales = []
         for scale in range(count):
@@ -157,17 +179,23 @@ class KPlanesSDF(nn.Module):
     def _spreads(self) -> bool:
         return self.config.time_spread > 0 and self.config.time_resolution > 2
 
-    def _spread_weight(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``c u (1 - u)`` at model times ``t`` and the row of their interval on the :func:`_bumps` planes (as
-        a plane coordinate in [-1, 1])."""
+    def _interval(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index k of the time interval [node k, node k+1] holding model times ``t`` (detached) and the
+        fraction u of the way through it (differentiable in ``t``)."""
         nodes = self.config.time_resolution
         position = ((t + 1) * (0.5 * (nodes - 1))).clamp(0, nodes - 1)
         interval = position.detach().floor().clamp(max=nodes - 2)
-        fraction = position - interval
-        return self.config.time_spread * fraction * (1 - fraction), interval * (2 / (nodes - 2)) - 1
+        return interval, position - interval
+
+    def _spread_weight(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c u (1 - u)`` at model times ``t`` and the row of their interval on the :func:`_bumps` planes (as
+        a plane coordinate in [-1, 1])."""
+        interval, fraction = self._interval(t)
+        return (self.config.time_spread * fraction * (1 - fraction),
+                interval * (2 / (self.config.time_resolution - 2)) - 1)
 
     def _add_spread(self, values: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> None:
-        """Adds the time spread to the space-time features among the per-plane ``values`` (in the order of
+        """Adds the time spread to the space-time lines among the per-plane ``values`` (in the order of
         :meth:`_scale_planes`, scale after scale)."""
         weight, row = self._spread_weight(t)
         if not t.requires_grad and weight.max() <= NEGLIGIBLE_SPREAD:
@@ -179,15 +207,54 @@ class KPlanesSDF(nn.Module):
             position = len(_U_COLUMNS) * (index // 3) + 3 + index % 3
             values[position] = values[position] + weight[:, None] * bump
 
-    def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[torch.Tensor]:
-        """The x, y and z space-time lines of ``scale`` at model time ``t``, sampled on ``axis``: (N, C) each."""
-        time = torch.full((len(axis),), float(t), device=axis.device)
+    def _node_blend(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Rows of the four nearest time nodes k-1, ..., k+2 of model times ``t`` as plane coordinates (B, 4),
+        the ends repeated, and their weights (B, 4): linear interpolation plus the time spread. None where
+        every time sits on a node (where training usually looks) and no derivative in t is wanted."""
+        interval, fraction = self._interval(t)
+        if not t.requires_grad and (fraction * (1 - fraction)).max() <= NEGLIGIBLE_SPREAD:
+            return None
+        spread = self.config.time_spread * fraction * (1 - fraction)
+        weights = torch.stack([spread, 1 - fraction - spread, fraction - spread, spread], dim=1)
+        nodes = self.config.time_resolution
+        rows = (interval[:, None] + torch.arange(-1, 3, device=t.device)).clamp(0, nodes - 1)
+        return rows * (2 / (nodes - 1)) - 1, weights
+
+    def _blended_time_products(self, x: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+        """Each scale's product of its three space-time lines (B, C), as the ``weights`` (B, 4) sum of the
+        products at the node ``rows`` (B, 4) (see :meth:`_node_blend`)."""
+        count = len(self.config.space_resolutions)
+        per_node = 3 * count
+        lines = _look_up(list(self.time_planes) * 4, x.repeat(1, 4 * count), rows.repeat_interleave(per_node, dim=1))
+        products = []
+        for scale in range(count):
+            first = [per_node * node + 3 * scale for node in range(4)]
+            products.append(sum(weights[:, node, None] * lines[i] * lines[i + 1] * lines[i + 2]
+                                for node, i in enumerate(first)))
+        return products
+
+    def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[tuple[float, list[torch.Tensor]]]:
+        """The x, y and z space-time lines of ``scale`` sampled on ``axis`` ((N, C) each) that make the
+        features at model time ``t``: with ``time_blend="lines"`` or at a node, one weight-one set at ``t``;
+        otherwise a set at each of the nearest nodes, with its weight."""
         planes = self._scale_planes(scale)[3:]
-        lines = [_sample(plane, axis, time) for plane in planes]
-        if self._spreads():
-            weight, row = self._spread_weight(time)
-            lines = [line + weight[:, None] * _sample(_bumps(plane), axis, row) for line, plane in zip(lines, planes)]
-        return lines
+
+        def lines_at(time: float) -> list[torch.Tensor]:
+            return [_sample(plane, axis, torch.full((len(axis),), time, device=axis.device)) for plane in planes]
+
+        time = torch.full((1,), float(t), device=axis.device)
+        blend = self._node_blend(time) if self.config.time_blend == "products" else None
+        if blend is None:
+            lines = lines_at(float(t))
+            if self.config.time_blend == "lines" and self._spreads():
+                weight, row = self._spread_weight(time.expand(len(axis)))
+                lines = [line + weight[:, None] * _sample(_bumps(plane), axis, row)
+                         for line, plane in zip(lines, planes)]
+            return [(1.0, lines)]
+        merged: dict[float, float] = {}
+        for row, weight in zip(blend[0][0].tolist(), blend[1][0].tolist()):
+            merged[row] = merged.get(row, 0.0) + weight
+        return [(weight, lines_at(row)) for row, weight in merged.items() if weight != 0]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
         """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
@@ -200,9 +267,11 @@ class KPlanesSDF(nn.Module):
 
         Every plane is sampled once on ``axis`` x ``axis`` (the space-time planes at ``t`` on ``axis``), the
         space-time lines folded into the xy and xz planes; a node's features are then three look-ups and two
-        products per scale instead of six bilinear samples (about twice as fast on a CPU). Returns a function
-        from (P, 3) integer node indices to the (P,) values, equal to ``forward`` at those nodes up to float
-        rounding; None when the sampled planes would take more than :data:`NODE_PLANE_BYTES`.
+        products per scale instead of six bilinear samples (about twice as fast on a CPU; with
+        ``time_blend="products"`` between nodes, plus three look-ups in short lines for each node blended).
+        Returns a function from (P, 3) integer node indices to the (P,) values, equal to ``forward`` at those
+        nodes up to float rounding; None when the sampled planes would take more than
+        :data:`NODE_PLANE_BYTES`.
         """
         n, count = len(axis), len(self.config.space_resolutions)
         if node_plane_bytes(self.config, n) > NODE_PLANE_BYTES:
@@ -213,18 +282,30 @@ class KPlanesSDF(nn.Module):
             folded = []
             for scale in range(count):
                 planes = [_sample(self.space_planes[3 * scale + k], second, first).view(n, n, -1) for k in range(3)]
-                lines = self._time_lines(scale, axis, t)
-                xy = planes[0] * lines[0][:, None] * lines[1][None, :]
-                xz = planes[1] * lines[2][None, :]
-                folded.append([p.reshape(n * n, -1) for p in (xy, xz, planes[2])])
-            latent = self.latents.weight[protein]
+                blend = [(weight * lines[0], *lines[1:]) for weight, lines in self._time_lines(scale, axis, t)]
+                if len(blend) == 1:  # fold the lines into the planes
+                    along_x, along_y, along_z = blend[0]
+                    planes[0] = planes[0] * along_x[:, None] * along_y[None, :]
+                    planes[1] = planes[1] * along_z[None, :]
+                    blend = []
+                folded.append(([p.reshape(n * n, -1) for p in planes], blend))
+            first = self.mlp[0]  # the protein's latent code is a constant of the query: fold it into the bias
+            width = first.in_features - self.config.latent_dim
+            bias = first.bias + first.weight[:, width:] @ self.latents.weight[protein]
+            weight = first.weight[:, :width].t()
 
         def evaluate_block(index: torch.Tensor) -> torch.Tensor:
             i, j, k = index.unbind(1)
             ij, ik, jk = i * n + j, i * n + k, j * n + k
-            features = [xy[ij] * xz[ik] * yz[jk] for xy, xz, yz in folded]
-            hidden = torch.cat(features + [latent.expand(len(index), -1)], dim=1)
-            return axis[index].norm(dim=1) - self.config.init_radius + self.mlp(hidden).squeeze(1)
+            features = []
+            for (xy, xz, yz), blend in folded:
+                product = xy[ij].mul_(xz[ik]).mul_(yz[jk])
+                if blend:
+                    time = sum(along_x[i].mul_(along_y[j]).mul_(along_z[k]) for along_x, along_y, along_z in blend)
+                    product.mul_(time)
+                features.append(product)
+            hidden = torch.addmm(bias, torch.cat(features, dim=1), weight)
+            return axis[index].norm(dim=1) - self.config.init_radius + self.mlp[1:](hidden).squeeze(1)
 
         def evaluate(index: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():

@@ -19,6 +19,7 @@ from .test_train import analytic_grid
 SMALL = KPlanesConfig(space_resolutions=(16, 32), time_resolution=5, features=8, hidden=32, latent_dim=4,
                       num_proteins=2)
 SPREAD = dataclasses.replace(SMALL, time_spread=0.3)
+PRODUCTS = dataclasses.replace(SPREAD, time_blend="products")
 
 
 def random_inputs(count=300, seed=0, spread=1.0):
@@ -37,7 +38,7 @@ def test_initial_zero_set_is_a_static_sphere():
     assert torch.allclose(model(x, -t, 1 - protein), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [SMALL, SPREAD], ids=["linear", "spread"])
+@pytest.mark.parametrize("config", [SMALL, SPREAD, PRODUCTS], ids=["linear", "spread", "products"])
 def test_gradients_match_finite_differences(config):
     model = KPlanesSDF(config)
     with torch.no_grad():  # make the field depend on x and t through the planes and the MLP
@@ -137,7 +138,7 @@ def test_past_the_trained_range_the_last_surface_is_held():
     assert torch.allclose(sdf(1.7), sdf(1.0)) and torch.allclose(sdf(-1.3), sdf(-1.0))
 
 
-@pytest.mark.parametrize("config", [SMALL, SPREAD], ids=["linear", "spread"])
+@pytest.mark.parametrize("config", [SMALL, SPREAD, PRODUCTS], ids=["linear", "spread", "products"])
 def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch, config):
     model = KPlanesSDF(config)
     with torch.no_grad():
@@ -146,7 +147,7 @@ def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch, config):
         model.mlp[-1].weight.normal_(0.0, 0.3)
     axis = torch.linspace(-1.0, 1.2, 23)  # a padded grid reaches past +1
     index = torch.randint(23, (500, 3), generator=torch.Generator().manual_seed(1))
-    for t, protein in ((-0.7, 0), (0.35, 1)):
+    for t, protein in ((-0.7, 0), (0.35, 1), (0.5, 1), (-1.0, 0)):  # between nodes and at nodes
         expected = model(axis[index], torch.full((500,), t), torch.full((500,), protein))
         assert torch.allclose(model.node_function(axis, t, protein)(index), expected, atol=1e-5)
     assert model.node_function(axis, 0.0, 0)(index[:0]).shape == (0,)
@@ -183,6 +184,33 @@ def test_time_spread_keeps_the_nodes_and_blends_four_of_them_in_between():
         assert not torch.allclose(at(model, halfway), at(linear, halfway))
     with pytest.raises(ValueError, match="time_spread"):
         dataclasses.replace(SMALL, time_spread=1.5)
+
+
+def test_blending_products_weights_the_features_of_the_four_nearest_nodes():
+    model = KPlanesSDF(PRODUCTS)
+    with torch.no_grad():
+        for plane in list(model.space_planes) + list(model.time_planes):
+            plane.uniform_(0.5, 1.5)
+        model.mlp[-1].weight.normal_(0.0, 0.3)
+    lines = KPlanesSDF(SPREAD)
+    lines.load_state_dict(model.state_dict())
+    x, t, protein = random_inputs(seed=2)
+    nodes = torch.linspace(-1.0, 1.0, PRODUCTS.time_resolution)
+    for node in nodes:  # at the nodes nothing is blended: the same model either way
+        at_node = torch.full((len(x),), float(node))
+        torch.testing.assert_close(model(x, at_node, protein), lines(x, at_node, protein))
+    position = (t + 1) * 0.5 * (len(nodes) - 1)
+    interval = position.floor().clamp(max=len(nodes) - 2)
+    u = position - interval
+    spread = 0.3 * u * (1 - u)
+    expected = 0
+    for offset, weight in zip((-1, 0, 1, 2), (spread, 1 - u - spread, u - spread, spread)):
+        node = nodes[(interval + offset).clamp(0, len(nodes) - 1).long()]  # the ends repeated
+        expected = expected + weight[:, None] * model.features(x, node)
+    torch.testing.assert_close(model.features(x, t), expected)
+    assert not torch.allclose(model(x, t, protein), lines(x, t, protein), atol=1e-3)
+    with pytest.raises(ValueError, match="time_blend must be one of lines, products, got 'outputs'"):
+        dataclasses.replace(SMALL, time_blend="outputs")
 
 
 def test_trained_on_a_moving_sphere(sphere, sphere_series):
@@ -228,7 +256,10 @@ def test_automatic_time_resolution_and_checkpoint_round_trip(sphere_series, tmp_
 def test_configurations_round_trip_and_bad_ones_are_rejected():
     config = preset("fast", num_proteins=3)
     assert TrainConfig.from_dict(config.to_dict()) == config
-    assert network_config_from_dict(network_config_to_dict(SMALL)) == SMALL
+    assert network_config_from_dict(network_config_to_dict(PRODUCTS)) == PRODUCTS
+    older = network_config_to_dict(SPREAD)
+    del older["time_blend"]  # checkpoints from before the setting interpolated the lines
+    assert network_config_from_dict(older) == SPREAD and SPREAD.time_blend == "lines"
     assert isinstance(build_network(SMALL), KPlanesSDF)
     with pytest.raises(InvalidInputError, match="unknown architecture"):
         network_config_from_dict({"architecture": "transformer"})
