@@ -208,29 +208,25 @@ class KPlanesSDF(nn.Module):
             values[position] = values[position] + weight[:, None] * bump
 
     def _node_blend(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Rows of the four nearest time nodes k-1, ..., k+2 of model times ``t`` as plane coordinates (B, 4),
-        the ends repeated, and their weights (B, 4): linear interpolation plus the time spread. None where
-        every time sits on a node (where training usually looks) and no derivative in t is wanted."""
+        """Rows of the four nearest time nodes k-1, ..., k+2 of model times ``t`` (B, 4), the ends repeated,
+        and their weights (B, 4): linear interpolation plus the time spread. None where every time sits on a
+        node (where training usually looks) and no derivative in t is wanted."""
         interval, fraction = self._interval(t)
         if not t.requires_grad and (fraction * (1 - fraction)).max() <= NEGLIGIBLE_SPREAD:
             return None
         spread = self.config.time_spread * fraction * (1 - fraction)
         weights = torch.stack([spread, 1 - fraction - spread, fraction - spread, spread], dim=1)
-        nodes = self.config.time_resolution
-        rows = (interval[:, None] + torch.arange(-1, 3, device=t.device)).clamp(0, nodes - 1)
-        return rows * (2 / (nodes - 1)) - 1, weights
+        rows = (interval.long()[:, None] + torch.arange(-1, 3, device=t.device)).clamp(0, self.config.time_resolution - 1)
+        return rows, weights
 
     def _blended_time_products(self, x: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
         """Each scale's product of its three space-time lines (B, C), as the ``weights`` (B, 4) sum of the
-        products at the node ``rows`` (B, 4) (see :meth:`_node_blend`)."""
-        count = len(self.config.space_resolutions)
-        per_node = 3 * count
-        lines = _look_up(list(self.time_planes) * 4, x.repeat(1, 4 * count), rows.repeat_interleave(per_node, dim=1))
+        products on the node ``rows`` (B, 4) (see :meth:`_node_blend`)."""
         products = []
-        for scale in range(count):
-            first = [per_node * node + 3 * scale for node in range(4)]
-            products.append(sum(weights[:, node, None] * lines[i] * lines[i + 1] * lines[i + 2]
-                                for node, i in enumerate(first)))
+        for scale in range(len(self.config.space_resolutions)):
+            x_line, y_line, z_line = (_gather_rows(self.time_planes[3 * scale + axis], x[:, axis], rows)
+                                      for axis in range(3))
+            products.append((weights[..., None] * x_line * y_line * z_line).sum(dim=1))
         return products
 
     def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[tuple[float, list[torch.Tensor]]]:
@@ -251,10 +247,11 @@ class KPlanesSDF(nn.Module):
                 lines = [line + weight[:, None] * _sample(_bumps(plane), axis, row)
                          for line, plane in zip(lines, planes)]
             return [(1.0, lines)]
-        merged: dict[float, float] = {}
+        merged: dict[int, float] = {}
         for row, weight in zip(blend[0][0].tolist(), blend[1][0].tolist()):
             merged[row] = merged.get(row, 0.0) + weight
-        return [(weight, lines_at(row)) for row, weight in merged.items() if weight != 0]
+        spacing = 2 / (self.config.time_resolution - 1)
+        return [(weight, lines_at(row * spacing - 1)) for row, weight in merged.items() if weight != 0]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
         """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
@@ -431,6 +428,20 @@ def _sample(plane: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tens
     grid = torch.stack([u, v], dim=-1).view(1, -1, 1, 2)
     sampled = F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return sampled.view(plane.shape[1], -1).t()
+
+
+def _gather_rows(plane: torch.Tensor, u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Features (B, R, C) of ``plane`` (1, C, H, W) on its rows ``rows`` (B, R), interpolated linearly at ``u``
+    (B,) along W in [-1, 1] (corners aligned, border clamp): :func:`_sample` at node rows, with half the
+    texels, as gathers that differentiate twice."""
+    channels, width = plane.shape[1], plane.shape[3]
+    texels = plane[0].permute(1, 2, 0).reshape(-1, channels)
+    column = ((u + 1) * (0.5 * (width - 1))).clamp(0, width - 1)
+    left = column.detach().floor().clamp(max=width - 2)
+    across = (column - left)[:, None, None]
+    start = rows * width + left.long()[:, None]
+    first, second = texels[start], texels[start + 1]
+    return first + (second - first) * across
 
 
 def _gather_bilinear(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,32 @@ def test_gathered_bilinear_is_grid_sample_to_second_derivatives(height, width):
     assert (gathered[1] == 0).any() and (gathered[1] != 0).any()  # clamped outside [-1, 1], live inside
 
 
+def test_rows_gather_is_grid_sample_on_node_rows_to_second_derivatives():
+    generator = torch.Generator().manual_seed(4)
+    plane = torch.randn(1, 5, 5, 16, dtype=torch.float64, generator=generator, requires_grad=True)
+    u = (torch.rand(300, dtype=torch.float64, generator=generator) * 2.4 - 1.2).requires_grad_(True)
+    rows = torch.randint(5, (300, 4), generator=generator)
+    rows[0] = 4  # the last row, whose bilinear neighbour lies above it
+    weights = torch.randn(300, 4, 5, dtype=torch.float64, generator=generator)
+
+    def derivatives(sample):
+        features = sample()
+        du, = torch.autograd.grad((features * weights).sum(), u, create_graph=True)
+        dplane, = torch.autograd.grad(du.square().sum(), plane)
+        return features, du, dplane
+
+    def on_rows():
+        return kplanes._gather_rows(plane, u, rows)
+
+    def bilinear():
+        v = rows * 0.5 - 1.0  # exactly on the rows
+        columns = [kplanes._sample(plane, u, v[:, r]) for r in range(4)]
+        return torch.stack(columns, dim=1)
+
+    for ours, theirs in zip(derivatives(on_rows), derivatives(bilinear)):
+        torch.testing.assert_close(ours, theirs)
+
+
 def test_one_gather_over_all_planes_equals_plane_by_plane():
     # The all-plane look-up that training on CUDA uses, against one plane at a time, to second derivatives.
     model = KPlanesSDF(SMALL).double()
