@@ -279,13 +279,14 @@ class KPlanesSDF(nn.Module):
             folded = []
             for scale in range(count):
                 planes = [_sample(self.space_planes[3 * scale + k], second, first).view(n, n, -1) for k in range(3)]
-                blend = [(weight * lines[0], *lines[1:]) for weight, lines in self._time_lines(scale, axis, t)]
+                blend = [((weight * lines[0]).contiguous(), lines[1].contiguous(), lines[2].contiguous())
+                         for weight, lines in self._time_lines(scale, axis, t)]
                 if len(blend) == 1:  # fold the lines into the planes
                     along_x, along_y, along_z = blend[0]
                     planes[0] = planes[0] * along_x[:, None] * along_y[None, :]
                     planes[1] = planes[1] * along_z[None, :]
                     blend = []
-                folded.append(([p.reshape(n * n, -1) for p in planes], blend))
+                folded.append(([p.reshape(n * n, -1).contiguous() for p in planes], blend))  # rows gathered below
             first = self.mlp[0]  # the protein's latent code is a constant of the query: fold it into the bias
             width = first.in_features - self.config.latent_dim
             bias = first.bias + first.weight[:, width:] @ self.latents.weight[protein]
@@ -295,11 +296,11 @@ class KPlanesSDF(nn.Module):
             i, j, k = index.unbind(1)
             ij, ik, jk = i * n + j, i * n + k, j * n + k
             features = []
-            for (xy, xz, yz), blend in folded:
-                product = xy[ij].mul_(xz[ik]).mul_(yz[jk])
+            for (xy, xz, yz), blend in folded:  # index_select: several times faster than indexing on a CPU
+                product = xy.index_select(0, ij).mul_(xz.index_select(0, ik)).mul_(yz.index_select(0, jk))
                 if blend:
-                    time = sum(along_x[i].mul_(along_y[j]).mul_(along_z[k]) for along_x, along_y, along_z in blend)
-                    product.mul_(time)
+                    product.mul_(sum(along_x.index_select(0, i).mul_(along_y.index_select(0, j))
+                                     .mul_(along_z.index_select(0, k)) for along_x, along_y, along_z in blend))
                 features.append(product)
             hidden = torch.addmm(bias, torch.cat(features, dim=1), weight)
             return axis[index].norm(dim=1) - self.config.init_radius + self.mlp[1:](hidden).squeeze(1)
