@@ -1,4 +1,4 @@
-"""Latency of ``dsr_surface``: from the command typed to the object in PyMOL, one t and a 50-state range.
+"""Latency of ``dsr_surface``: from the command typed to the object in PyMOL, at two t and over a 50-state range.
 
 Uses the quick-start model (``demo_out/adk_dsr.pt``, written by ``pymol -c examples/quickstart.pml``)
 on adenylate kinase, in headless PyMOL with the in-process backend. Prints, per resolution, the
@@ -21,7 +21,9 @@ import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.commands import dsr_load, dsr_surface
 from pymol_dsr.session import session_for
 
-CASES = {"one t": ("0.5", 1), "50-state range": ("0:1:50", 50)}  # as typed, number of time points
+CASES = {"t=0.5": ("0.5", 1), "t=0.55": ("0.55", 1), "50-state range": ("0:1:50", 50)}
+"""As typed, and the number of time points. For the quick-start model t = 0.5 is a training state (a time node
+of the K-Planes model) and t = 0.55 lies halfway between two, where the model blends the nearest nodes."""
 
 
 class QueryClock:
@@ -55,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo_out/adk_dsr.pt", help="checkpoint of the quick start")
     parser.add_argument("--resolution", type=int, nargs="+", default=[64, 96])
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the one-t case (the range runs once)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the one-t cases (the range runs once)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     if not os.path.isfile(args.model):
