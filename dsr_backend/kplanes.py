@@ -216,8 +216,8 @@ class KPlanesSDF(nn.Module):
             return None
         spread = self.config.time_spread * fraction * (1 - fraction)
         weights = torch.stack([spread, 1 - fraction - spread, fraction - spread, spread], dim=1)
-        rows = (interval.long()[:, None] + torch.arange(-1, 3, device=t.device)).clamp(0, self.config.time_resolution - 1)
-        return rows, weights
+        rows = interval.long()[:, None] + torch.arange(-1, 3, device=t.device)
+        return rows.clamp(0, self.config.time_resolution - 1), weights
 
     def _blended_time_products(self, x: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
         """Each scale's product of its three space-time lines (B, C), as the ``weights`` (B, 4) sum of the
