@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .config import DEFAULT_PRESET, QUALITIES
 from .errors import DSRError, InvalidInputError
 from .evaluate_command import add_evaluate_parser, add_min_component_argument
 from .server.serve import add_serve_arguments, cmd_serve
@@ -100,8 +101,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
     return [
         parser.add_argument("series", help="series .npz written by 'dsr surfaces'"),
         parser.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)"),
-        parser.add_argument("--preset", default="paper", help="paper (8x512 MLP, default), fast (K-Planes, minutes on a CPU), "
-                                                            "small (6x128 MLP), tiny (tests)"),
+        parser.add_argument("--preset", default=DEFAULT_PRESET, help="fast (K-Planes, minutes on a CPU; the default), "
+                                                                     "paper (the paper's 8x512 MLP, for a GPU), "
+                                                                     "small (6x128 MLP), tiny (tests)"),
+        parser.add_argument("--quality", default="quick", choices=list(QUALITIES),
+                            help="quick (the preset's schedule, default) or best (four times as many steps)"),
         parser.add_argument("--config", help="a TrainConfig as JSON (the 'config' of a checkpoint) instead of "
                                              "--preset; the options below still override it"),
         parser.add_argument("--steps", type=int, help="number of optimiser steps (default: the preset's epochs)"),
@@ -111,7 +115,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         parser.add_argument("--members", type=int, help="fast preset: train the mean of this many independently "
                                                         "initialised models (this many times the work a step)"),
         parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="arithmetic of the network"),
-        parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)"),
+        parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                            help="torch.compile the training step (default: the preset's; on for fast)"),
         parser.add_argument("--seed", type=int),
         parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints"),
         parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)"),
@@ -144,9 +149,9 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
-        ("frames_per_step", args.frames_per_step), ("compile", args.compile or None)) if value is not None}
+        ("frames_per_step", args.frames_per_step), ("compile", args.compile)) if value is not None}
     if not args.config:
-        config = preset(args.preset, num_proteins=num_proteins, **overrides)
+        config = preset(args.preset, num_proteins=num_proteins, quality=args.quality, **overrides)
     else:
         try:
             with open(args.config, encoding="utf-8") as handle:
@@ -183,6 +188,9 @@ def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None =
         metadata = {"series": os.path.abspath(args.series), "frames": series.num_frames}
         trainer = trainer_class(series, train_config(args, series.num_proteins), device=device, metadata=metadata)
     say = print if main_process else (lambda *_: None)
+    if not trainer.exact_resume:
+        say(f"{args.resume} has no resume checkpoint beside it: training goes on from its weights with a "
+            "fresh optimiser")
     if series.time_map.is_static:
         say("one frame only: the model is static (the same surface at every t)")
     cancel = threading.Event()
@@ -259,14 +267,17 @@ def cmd_surface(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- dsr info
 def cmd_info(args: argparse.Namespace) -> None:
-    from .checkpoint import read_checkpoint
+    from .checkpoint import is_resume_checkpoint, read_checkpoint
     from .config import TrainConfig
 
     state = read_checkpoint(args.model)
     config, times, norm = TrainConfig.from_dict(state["config"]), state["time_map"], state["normalization"]
     history = state.get("history") or []
+    kind = ("resume checkpoint: weights, optimiser and random state (continue with dsr train ... --resume)"
+            if is_resume_checkpoint(state) else f"model, {state['storage']} weights")
     lines = [
         f"checkpoint   {args.model}",
+        f"file         {os.path.getsize(args.model) / 1e6:.1f} MB, {kind}",
         f"preset       {config.preset}: {config.model.describe()}, precision {config.precision}",
         f"proteins     {', '.join(state['protein_names'])}",
         f"time range   {times['start']:g} .. {times['stop']:g}" + (" (static)" if times['start'] == times['stop'] else ""),

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checkpoint import STORAGES
 from .errors import InvalidInputError
 from .kplanes import KPlanesConfig
 from .model import ModelConfig
@@ -34,14 +35,15 @@ class TrainConfig:
     eikonal_weight: float = 0.1       # lambda
     latent_weight: float = 1e-3       # alpha
     time_smoothness: float = 0.0      # weight of the K-Planes time smoothness penalty
-    space_smoothness: float = 0.0     # weight of the K-Planes space smoothness penalty
     distance_weight: float = 0.0      # weight of the signed distance term near the surface (0: IGR only)
     knn: int = 50                     # sigma of D: distance to the 50th nearest neighbour
+    knn_subsample: int = 1            # > 1: sigma estimated among 1 in this many points (knn / this neighbours)
     global_fraction: float = 0.125    # share of uniform points in D (IGR)
     precision: str = "fp32"           # "fp32", "tf32" (CUDA matrix products in TF32) or "bf16" (MLP in bfloat16)
-    compile: bool = False             # torch.compile the loss (MLP presets, whose gradient is one fused node)
+    compile: bool = False             # torch.compile the loss (eager where compiling fails)
     seed: int = 0
     checkpoint_every: int = 1000
+    storage: str = "float32"          # weights of the model file: float32 or float16 (deflated, ~40 % of the size)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -51,15 +53,16 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0 or self.frames_per_step < 0 or self.checkpoint_every < 0:
             raise InvalidInputError("steps, frames_per_step and checkpoint_every must not be negative")
-        if min(self.distance_weight, self.time_smoothness, self.space_smoothness) < 0:
-            raise InvalidInputError("distance_weight, time_smoothness and space_smoothness must not be negative")
-        if (self.time_smoothness or self.space_smoothness) and not isinstance(self.model, KPlanesConfig):
-            raise InvalidInputError("time_smoothness and space_smoothness apply to the K-Planes (fast) model only")
-        if self.compile and isinstance(self.model, KPlanesConfig):
-            raise InvalidInputError("compile works with the MLP presets only: torch.compile cannot compile the "
-                                    "double backward that the K-Planes model's eikonal term goes through")
+        if self.knn < 1 or self.knn_subsample < 1:
+            raise InvalidInputError("knn and knn_subsample must be at least 1")
+        if min(self.distance_weight, self.time_smoothness) < 0:
+            raise InvalidInputError("distance_weight and time_smoothness must not be negative")
+        if self.time_smoothness and not isinstance(self.model, KPlanesConfig):
+            raise InvalidInputError("time_smoothness applies to the K-Planes (fast) model only")
         if not self.lr > 0:
             raise InvalidInputError(f"lr must be positive, got {self.lr}")
+        if self.storage not in STORAGES:
+            raise InvalidInputError(f"storage must be one of {', '.join(STORAGES)}, got {self.storage!r}")
 
     def steps_per_epoch(self, num_frames: int) -> int:
         per_step = self.frames_per_step or num_frames
@@ -106,12 +109,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
-    # Besides the IGR terms it fits the signed distance to the surface near it; between frames its
-    # features are a blend of their values at the four nearest nodes (time_blend, time_spread) and it
-    # trains 6,000 steps (both chosen on held-out DIMS frames; the first 3,000 already pass the paper).
-    "fast": dict(model=KPlanesConfig(features=64, time_spread=0.5, time_blend="products"), batch_size=4096,
-                 frames_per_step=0, epochs=6000, lr=1e-2, lr_decay_epochs=1000, time_smoothness=1e-3,
-                 distance_weight=1.0),
+    # Besides the IGR terms it fits the signed distance to the surface near it; its gradient is computed in
+    # closed form and the loss compiled, and 1,500 steps with the learning rate halved every 300 (chosen on
+    # DIMS: the fastest schedule that reaches the paper's reconstruction scores; see docs/results.md).
+    "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=1500, lr=2e-2,
+                 lr_decay_epochs=300, time_smoothness=1e-3, distance_weight=1.0, knn_subsample=10, compile=True,
+                 storage="float16"),
     # The smallest useful model, for tests.
     "tiny": dict(model=ModelConfig(hidden=64, layers=4, skip_layer=2, latent_dim=8, init_radius=0.6),
                  batch_size=2048, frames_per_step=0, epochs=400, lr=2e-3, lr_decay_epochs=200),
@@ -119,14 +122,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 DEFAULT_PRESET = "fast"
-"""The preset of a training that names none (PyMOL, the worker, the service)."""
+"""The preset of a training that names none (the CLI, PyMOL, the worker, the service)."""
+
+QUALITIES = {"quick": 1, "best": 4}
+"""How many times longer than the preset's own schedule a quality trains: its steps and the interval at
+which the learning rate halves."""
 
 
-def preset(name: str, num_proteins: int = 1, **overrides: Any) -> TrainConfig:
-    """The named preset with ``overrides`` applied; ``num_proteins`` sets the number of latent codes."""
+def preset(name: str, num_proteins: int = 1, quality: str = "quick", **overrides: Any) -> TrainConfig:
+    """The named preset at ``quality`` with ``overrides`` applied; ``num_proteins`` sets the number of
+    latent codes.
+
+    ``quality`` "quick" is the preset as it stands; "best" trains four times as long (:data:`QUALITIES`).
+    """
     if name not in PRESETS:
         raise InvalidInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    settings = {**PRESETS[name], **overrides}
+    if quality not in QUALITIES:
+        raise InvalidInputError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
+    settings = dict(PRESETS[name])
+    for key in ("epochs", "lr_decay_epochs"):
+        settings[key] = QUALITIES[quality] * settings.get(key, getattr(TrainConfig, key))
+    settings.update(overrides)
     model = settings.pop("model", ModelConfig())
     model = dataclasses.replace(model, num_proteins=num_proteins)
     unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}

@@ -68,8 +68,7 @@ class ReplicaLoss(nn.Module):
         loss, terms = self.loss_function(self.network, batch, self.config.normal_weight, self.eikonal_weight,
                                          self.latent_weight, dtype=self.dtype,
                                          smoothness_weight=self.config.time_smoothness / self.scale,
-                                         distance_weight=self.config.distance_weight,
-                                         space_smoothness_weight=self.config.space_smoothness / self.scale)
+                                         distance_weight=self.config.distance_weight)
         return self.scale * loss, terms
 
 

@@ -1,45 +1,43 @@
 """A fast space-time SDF: K-Planes features (3 space planes, 3 space-time planes, several scales) and a
 small MLP, f(x, t, z) = |x| - r0 + MLP(features(x, t), z).
 
-Each scale multiplies (Hadamard product) the bilinearly interpolated features of its six planes (xy, xz,
-yz in space; xt, yt, zt in space-time), the scales are concatenated with the protein's latent code and
-fed to a softplus MLP whose last layer starts at zero, so the initial zero set is the sphere of radius
-``init_radius`` and the initial model is static (the space-time planes start at one). Past the trained
-time range the space-time features keep their value at the nearest end, so the model holds the first or
-last learned surface: on the DIMS benchmark that predicts the next 20 frames far better than continuing the
-features linearly did (IoU 0.69 / 0.27 on future frames 1-10 / 11-20). Between time nodes either each
-space-time line is interpolated (``time_blend="lines"``) or each scale's features are, as a weighted sum of
-the features at the nearest nodes (``"products"``); either may spread over the four nearest nodes
-(``time_spread``), still equal to the nodes at the nodes.
-Input gradients come from autograd (the bilinear look-ups are written to differentiate twice on CPU and
-CUDA alike), so the IGR loss applies unchanged.
+Each scale multiplies (Hadamard product) the bilinearly interpolated features of its three space planes
+(xy, xz, yz) and its three space-time planes (xt, yt, zt); the scales are concatenated with the
+protein's latent code and fed to a softplus MLP whose last layer starts at zero, so the initial zero set
+is the sphere of radius ``init_radius`` and the initial model is static (the space-time planes start at
+one).
+
+Time runs along the rows of the space-time planes: row k holds node k, at model time ``node_times[k]``
+(one node per training time, so every training frame sits on a node). At a node, each space-time plane
+contributes its row, interpolated linearly along space. Between nodes k and k+1, a fraction u of the way,
+each scale's product of its three space-time rows is blended over the four nearest nodes with weights
+linear in u plus ``time_spread`` u (1 - u) (-1 at k and k+1, +1 at k-1 and k+2), so the features are a
+weighted sum of the features at the nodes. Past the last node (or before the first) the features hold
+their value there: the model holds the last (first) learned surface.
+
+Planes are stored row-major, (height, width, channels), so that a point's features are a few contiguous
+rows. Training evaluates f and its gradient in x at the nodes in closed form (:meth:`KPlanesSDF.at_nodes`):
+one ordinary backward pass then differentiates the IGR loss, with no double backward through the
+look-ups; queries at any time use autograd where they need a derivative.
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model import SDFWithGradient
+from .sdf import SDFWithGradient
 
-_U_COLUMNS = [1, 2, 2, 0, 1, 2]
-_V_COLUMNS = [0, 0, 1, 3, 3, 3]
-"""Columns of (x, y, z, t) along the width (u) and height (v) of each plane of a scale (see ``_scale_planes``)."""
+SPACE_AXES = ((1, 0), (2, 0), (2, 1))
+"""Coordinates (along the width u, along the height v) of the xy, xz and yz planes of a scale."""
 
-MAX_AUTO_TIME_RESOLUTION = 64
-"""Most time nodes an automatic time resolution gives."""
-
-NEGLIGIBLE_SPREAD = 1e-5
-"""Largest ``u (1 - u)`` (u: the fraction of the way between two time nodes; times c for the spread) left out:
-training times sit on the nodes up to float rounding."""
-
-TIME_BLENDS = ("lines", "products")
-"""What :class:`KPlanesSDF` interpolates between time nodes (``KPlanesConfig.time_blend``)."""
+SOFTPLUS_THRESHOLD = 20.0
+"""Where ``F.softplus`` (its default threshold) stops computing the log and returns its input."""
 
 NODE_CHUNK = 16384
 """Grid nodes per block in :meth:`KPlanesSDF.node_function` (small blocks stay in the CPU caches)."""
@@ -55,67 +53,55 @@ class KPlanesConfig:
     Parameters
     ----------
     space_resolutions : plane resolution (nodes per axis over [-1, 1]) of each scale.
-    time_resolution : nodes along model time of the space-time planes; 0 (the default) lets training
-        choose one node per training time (see :meth:`for_times`).
+    node_times : model times of the time nodes, increasing; empty until training sets one node per
+        training time (:meth:`for_times`).
     features : feature channels per plane.
     hidden : width of the MLP's two hidden layers.
     latent_dim : size of the latent code of each protein.
     beta : softplus sharpness.
     init_radius : radius of the initial zero set (unit frame).
     num_proteins : number of latent codes.
-    time_spread : c of the interpolation between time nodes k and k+1, a fraction u of the way: linear plus
-        ``c u (1 - u) (F(k-1) - F(k) - F(k+1) + F(k+2))``, which equals the nodes at the nodes and in between
-        spreads over the four nearest (0: linear).
-    time_blend : what is interpolated between time nodes: ``"lines"``, each space-time line F before the
-        lines and planes are multiplied (what checkpoints without this setting did), or ``"products"``, each
-        scale's product of its three space-time lines, so that the features between nodes are the same
-        weighted sum of the features at the nodes (one network evaluation, close to blending the network's
-        outputs at the nodes; better between DIMS frames, docs/evaluation.md).
+    time_spread : c of the blend between time nodes (see the module docstring); 0 is linear.
     members : number of independently initialised models whose mean is f (:class:`KPlanesEnsemble`); each
         member trains on its own loss of the shared batches.
     """
 
     space_resolutions: tuple[int, ...] = (32, 64, 128)
-    time_resolution: int = 0
-    features: int = 16
+    node_times: tuple[float, ...] = ()
+    features: int = 64
     hidden: int = 64
     latent_dim: int = 16
     beta: float = 100.0
     init_radius: float = 0.6
     num_proteins: int = 1
-    time_spread: float = 0.0
-    time_blend: str = "lines"
+    time_spread: float = 0.5
     members: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space_resolutions", tuple(int(r) for r in self.space_resolutions))
-        if not self.space_resolutions or min(self.space_resolutions) < 2 or self.time_resolution == 1:
+        object.__setattr__(self, "node_times", tuple(float(t) for t in self.node_times))
+        if not self.space_resolutions or min(self.space_resolutions) < 2:
             raise ValueError("plane resolutions must be at least 2")
+        if any(b <= a for a, b in zip(self.node_times, self.node_times[1:])):
+            raise ValueError("node_times must be strictly increasing")
+        if not all(np.isfinite(self.node_times)):
+            raise ValueError("node_times must be finite")
         if not 0 <= self.time_spread <= 1:
             raise ValueError(f"time_spread must be in [0, 1], got {self.time_spread}")
-        if self.time_blend not in TIME_BLENDS:
-            raise ValueError(f"time_blend must be one of {', '.join(TIME_BLENDS)}, got {self.time_blend!r}")
         if self.members < 1:
             raise ValueError(f"members must be at least 1, got {self.members}")
 
     def describe(self) -> str:
         """The architecture in a few words."""
         scales = "/".join(str(size) for size in self.space_resolutions)
-        return (f"K-Planes {scales} x {self.features} features, {self.time_resolution or 'auto'} time nodes, "
+        return (f"K-Planes {scales} x {self.features} features, {len(self.node_times) or 'auto'} time nodes, "
                 f"2 x {self.hidden} MLP, latent {self.latent_dim}"
                 + (f", time spread {self.time_spread:g}" if self.time_spread else "")
-                + (", features blended between time nodes" if self.time_blend == "products" else "")
                 + (f", mean of {self.members} models" if self.members > 1 else ""))
 
-    def for_times(self, count: int) -> "KPlanesConfig":
-        """This configuration with an automatic time resolution set for ``count`` distinct training times.
-
-        One node per training time (evenly spaced frames then sit on the nodes), between 2 and
-        :data:`MAX_AUTO_TIME_RESOLUTION`; an explicit resolution is kept.
-        """
-        if self.time_resolution:
-            return self
-        return dataclasses.replace(self, time_resolution=min(max(count, 2), MAX_AUTO_TIME_RESOLUTION))
+    def for_times(self, model_times: Sequence[float]) -> "KPlanesConfig":
+        """This configuration with one time node at each distinct model time of ``model_times``."""
+        return dataclasses.replace(self, node_times=tuple(np.unique(np.asarray(model_times, dtype=np.float64))))
 
 
 class KPlanesSDF(nn.Module):
@@ -123,15 +109,15 @@ class KPlanesSDF(nn.Module):
 
     def __init__(self, config: KPlanesConfig):
         super().__init__()
-        if config.time_resolution < 2:
-            raise ValueError("set time_resolution (KPlanesConfig.for_times) before building the network")
+        if not config.node_times:
+            raise ValueError("set the time nodes (KPlanesConfig.for_times) before building the network")
         self.config = config
-        channels = config.features
+        channels, nodes = config.features, len(config.node_times)
         self.space_planes = nn.ParameterList(
-            nn.Parameter(torch.empty(1, channels, size, size)) for size in config.space_resolutions for _ in range(3))
+            nn.Parameter(torch.empty(size, size, channels)) for size in config.space_resolutions for _ in range(3))
         self.time_planes = nn.ParameterList(
-            nn.Parameter(torch.empty(1, channels, config.time_resolution, size))
-            for size in config.space_resolutions for _ in range(3))
+            nn.Parameter(torch.empty(nodes, size, channels)) for size in config.space_resolutions for _ in range(3))
+        self.register_buffer("node_times", torch.tensor(config.node_times, dtype=torch.float32), persistent=False)
         self.latents = nn.Embedding(config.num_proteins, config.latent_dim)
         width = channels * len(config.space_resolutions) + config.latent_dim
         self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.Softplus(beta=config.beta),
@@ -149,148 +135,155 @@ class KPlanesSDF(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``."""
-        count = len(self.config.space_resolutions)
-        coords = torch.cat([x, t[:, None]], dim=1)
-        blend = self._node_blend(t) if self.config.time_blend == "products" else None
-        if blend is not None:
-            space = _look_up(list(self.space_planes), coords[:, _U_COLUMNS[:3] * count],
-                             coords[:, _V_COLUMNS[:3] * count])
-            time = self._blended_time_products(x, *blend)
-            return torch.cat([space[3 * scale] * space[3 * scale + 1] * space[3 * scale + 2] * time[scale]
-                              for scale in range(count)], dim=1)
-        planes = [plane for scale in range(count) for plane in self._scale_planes(scale)]
-        values = _look_up(planes, coords[:, _U_COLUMNS * count], coords[:, _V_COLUMNS * count])
-        if self.config.time_blend == "lines" and self._spreads():
-            self._add_spread(values, x, t)
-        scales = []
-        for scale in range(count):
-            product = values[len(_U_COLUMNS) * scale]
-            for value in values[len(_U_COLUMNS) * scale + 1:len(_U_COLUMNS) * (scale + 1)]:
-                product = product * value
-            scales.append(product)
-        return torch.cat(scales, dim=1)
+    @property
+    def scales(self) -> int:
+        return len(self.config.space_resolutions)
 
-    def _scale_planes(self, scale: int) -> list[torch.Tensor]:
-        """The six planes of ``scale``: xy, xz, yz, then xt, yt, zt."""
-        return [*self.space_planes[3 * scale:3 * scale + 3], *self.time_planes[3 * scale:3 * scale + 3]]
-
-    def _spreads(self) -> bool:
-        return self.config.time_spread > 0 and self.config.time_resolution > 2
-
-    def _interval(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Index k of the time interval [node k, node k+1] holding model times ``t`` (detached) and the
-        fraction u of the way through it (differentiable in ``t``)."""
-        nodes = self.config.time_resolution
-        position = ((t + 1) * (0.5 * (nodes - 1))).clamp(0, nodes - 1)
-        interval = position.detach().floor().clamp(max=nodes - 2)
-        return interval, position - interval
-
-    def _spread_weight(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``c u (1 - u)`` at model times ``t`` and the row of their interval on the :func:`_bumps` planes (as
-        a plane coordinate in [-1, 1])."""
-        interval, fraction = self._interval(t)
-        return (self.config.time_spread * fraction * (1 - fraction),
-                interval * (2 / (self.config.time_resolution - 2)) - 1)
-
-    def _add_spread(self, values: list[torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> None:
-        """Adds the time spread to the space-time lines among the per-plane ``values`` (in the order of
-        :meth:`_scale_planes`, scale after scale)."""
-        weight, row = self._spread_weight(t)
-        if not t.requires_grad and weight.max() <= NEGLIGIBLE_SPREAD:
-            return  # all at the nodes (where training usually looks); a derivative in t has the spread's slope
-        count = len(self.config.space_resolutions)
-        bumps = _look_up([_bumps(plane) for plane in self.time_planes], x.repeat(1, count),
-                         row[:, None].expand(-1, 3 * count))
-        for index, bump in enumerate(bumps):  # the space-time planes are the last three of each scale's six
-            position = len(_U_COLUMNS) * (index // 3) + 3 + index % 3
-            values[position] = values[position] + weight[:, None] * bump
-
-    def _node_blend(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    # ------------------------------------------------------------------ features
+    def node_blend(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of the four nearest time nodes k-1, ..., k+2 of model times ``t`` (B, 4), the ends repeated,
-        and their weights (B, 4): linear interpolation plus the time spread. None where every time sits on a
-        node (where training usually looks) and no derivative in t is wanted."""
-        interval, fraction = self._interval(t)
-        if not t.requires_grad and (fraction * (1 - fraction)).max() <= NEGLIGIBLE_SPREAD:
-            return None
+        and their weights (B, 4), differentiable in ``t`` (see the module docstring)."""
+        count = len(self.config.node_times)
+        if count == 1:
+            rows = torch.zeros(len(t), 4, dtype=torch.long, device=t.device)
+            return rows, torch.cat([torch.ones_like(t)[:, None], t[:, None].new_zeros(len(t), 3)], dim=1)
+        interval = (torch.searchsorted(self.node_times, t.detach().contiguous(), right=True) - 1).clamp(0, count - 2)
+        start, stop = self.node_times[interval], self.node_times[interval + 1]
+        fraction = ((t - start) / (stop - start)).clamp(0, 1)
         spread = self.config.time_spread * fraction * (1 - fraction)
         weights = torch.stack([spread, 1 - fraction - spread, fraction - spread, spread], dim=1)
-        rows = interval.long()[:, None] + torch.arange(-1, 3, device=t.device)
-        return rows.clamp(0, self.config.time_resolution - 1), weights
+        rows = interval[:, None] + torch.arange(-1, 3, device=t.device)
+        return rows.clamp(0, count - 1), weights
 
-    def _blended_time_products(self, x: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
-        """Each scale's product of its three space-time lines (B, C), as the ``weights`` (B, 4) sum of the
-        products on the node ``rows`` (B, 4) (see :meth:`_node_blend`)."""
-        products = []
-        for scale in range(len(self.config.space_resolutions)):
-            x_line, y_line, z_line = (_gather_rows(self.time_planes[3 * scale + axis], x[:, axis], rows)
-                                      for axis in range(3))
-            products.append((weights[..., None] * x_line * y_line * z_line).sum(dim=1))
-        return products
-
-    def _time_lines(self, scale: int, axis: torch.Tensor, t: float) -> list[tuple[float, list[torch.Tensor]]]:
-        """The x, y and z space-time lines of ``scale`` sampled on ``axis`` ((N, C) each) that make the
-        features at model time ``t``: with ``time_blend="lines"`` or at a node, one weight-one set at ``t``;
-        otherwise a set at each of the nearest nodes, with its weight."""
-        planes = self._scale_planes(scale)[3:]
-
-        def lines_at(time: float) -> list[torch.Tensor]:
-            return [_sample(plane, axis, torch.full((len(axis),), time, device=axis.device)) for plane in planes]
-
-        time = torch.full((1,), float(t), device=axis.device)
-        blend = self._node_blend(time) if self.config.time_blend == "products" else None
-        if blend is None:
-            lines = lines_at(float(t))
-            if self.config.time_blend == "lines" and self._spreads():
-                weight, row = self._spread_weight(time.expand(len(axis)))
-                lines = [line + weight[:, None] * _sample(_bumps(plane), axis, row)
-                         for line, plane in zip(lines, planes)]
-            return [(1.0, lines)]
-        merged: dict[int, float] = {}
-        for row, weight in zip(blend[0][0].tolist(), blend[1][0].tolist()):
-            merged[row] = merged.get(row, 0.0) + weight
-        spacing = 2 / (self.config.time_resolution - 1)
-        return [(weight, lines_at(row * spacing - 1)) for row, weight in merged.items() if weight != 0]
+    def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, features x scales) K-Planes features at unit-frame points ``x`` and model times ``t``,
+        differentiable in both."""
+        rows, weights = self.node_blend(t)
+        scales = []
+        for scale in range(self.scales):
+            space = _space_product(self.space_planes[3 * scale:3 * scale + 3], x)
+            lines = [_line(self.time_planes[3 * scale + axis], rows, x[:, axis])[0] for axis in range(3)]
+            scales.append(space * (weights[..., None] * lines[0] * lines[1] * lines[2]).sum(dim=1))
+        return torch.cat(scales, dim=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
         """Signed distance at unit-frame points ``x`` (B, 3), model times ``t`` (B,), protein ids (B,)."""
         hidden = torch.cat([self.features(x, t.reshape(-1)), self.latents(protein)], dim=1)
         return x.norm(dim=1) - self.config.init_radius + self.mlp(hidden).squeeze(1)
 
+    # ------------------------------------------------------------------ training: closed-form gradients
+    def at_nodes(self, x: torch.Tensor, rows: torch.Tensor, protein: torch.Tensor,
+                 gradient: bool = True) -> SDFWithGradient:
+        """f and (with ``gradient``) its gradient in x at unit-frame points ``x`` (B, 3) at the time nodes
+        ``rows`` (B,), in closed form: differentiable in the parameters by one ordinary backward pass.
+
+        Each plane look-up gives its value and its derivatives along the plane's axes from the same
+        texels; the product rule gives each scale's feature gradient and the chain rule through the MLP
+        (softplus' = sigmoid) the gradient of f.
+        """
+        features, jacobians = [], []
+        for scale in range(self.scales):
+            planes = [_plane(self.space_planes[3 * scale + k], x[:, u], x[:, v], gradient)
+                      for k, (u, v) in enumerate(SPACE_AXES)]
+            lines = [_line(self.time_planes[3 * scale + axis], rows[:, None], x[:, axis], gradient)
+                     for axis in range(3)]
+            (xy, *d_xy), (xz, *d_xz), (yz, *d_yz) = planes
+            (x_line, *d_x), (y_line, *d_y), (z_line, *d_z) = [(value[:, 0], *(d[:, 0] for d in rest))
+                                                              for value, *rest in lines]
+            features.append(xy * xz * yz * x_line * y_line * z_line)
+            if gradient:  # each coordinate enters three factors: the product rule over those three
+                along_x = (d_xy[1] * xz * x_line + xy * d_xz[1] * x_line + xy * xz * d_x[0]) * yz * y_line * z_line
+                along_y = (d_xy[0] * yz * y_line + xy * d_yz[1] * y_line + xy * yz * d_y[0]) * xz * x_line * z_line
+                along_z = (d_xz[0] * yz * z_line + xz * d_yz[0] * z_line + xz * yz * d_z[0]) * xy * x_line * y_line
+                jacobians.append(torch.stack([along_x, along_y, along_z], dim=1))
+        first, second, last = self.mlp[0], self.mlp[2], self.mlp[4]
+        width = first.in_features - self.config.latent_dim
+        feature_weight = first.weight[:, :width]
+        bias = first.bias + self.latents(protein) @ first.weight[:, width:].t()
+        beta = self.config.beta
+        pre_one = torch.addmm(bias, torch.cat(features, dim=1), feature_weight.t())
+        pre_two = second(F.softplus(pre_one, beta=beta))
+        norm = x.norm(dim=1)
+        sdf = norm - self.config.init_radius + last(F.softplus(pre_two, beta=beta)).squeeze(1)
+        if not gradient:
+            return SDFWithGradient(sdf, None, None)
+        jacobian = torch.cat(jacobians, dim=2) @ feature_weight.t()                  # (B, 3, hidden)
+        jacobian = (jacobian * _softplus_slope(pre_one, beta)[:, None]) @ second.weight.t()
+        jacobian = (jacobian * _softplus_slope(pre_two, beta)[:, None]) @ last.weight.t()
+        grad = jacobian.squeeze(2) + x / norm.clamp(min=1e-12)[:, None]
+        return SDFWithGradient(sdf, grad, None)
+
+    def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
+                         with_time: bool = False, dtype: torch.dtype = torch.float32,
+                         rows: torch.Tensor | None = None) -> SDFWithGradient:
+        """f and its gradient in x (and t when ``with_time``).
+
+        With time-node ``rows`` (B,) and no time derivative, :meth:`at_nodes` (the training path); otherwise
+        autograd, differentiable in the parameters under grad mode. Under ``torch.no_grad()`` (queries) the
+        results are plain tensors without a graph. ``dtype`` is accepted for the MLP's interface; this model
+        computes in float32.
+        """
+        if rows is not None and not with_time:
+            return self.at_nodes(x, rows, protein)
+        keep_graph = torch.is_grad_enabled()
+        x = x.detach().requires_grad_(True)
+        t = t.detach().requires_grad_(with_time)
+        with torch.enable_grad():
+            sdf = self(x, t, protein)
+            inputs = (x, t) if with_time else (x,)
+            grads = torch.autograd.grad(sdf.sum(), inputs, create_graph=keep_graph)
+        if not keep_graph:
+            sdf = sdf.detach()
+        return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
+
+    def time_smoothness(self) -> torch.Tensor:
+        """Mean squared second difference of the space-time planes along time."""
+        terms = [(plane[2:] - 2 * plane[1:-1] + plane[:-2]).pow(2).mean()
+                 for plane in self.time_planes if plane.shape[0] > 2]
+        return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
+
+    # ------------------------------------------------------------------ queries on grids
     def node_function(self, axis: torch.Tensor, t: float,
                       protein: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """f at the nodes of the grid ``axis``^3 (unit frame) at model time ``t``, without gradients.
 
-        Every plane is sampled once on ``axis`` x ``axis`` (the space-time planes at ``t`` on ``axis``), the
-        space-time lines folded into the xy and xz planes; a node's features are then three look-ups and two
-        products per scale instead of six bilinear samples (about twice as fast on a CPU; with
-        ``time_blend="products"`` between nodes, plus three look-ups in short lines for each node blended).
-        Returns a function from (P, 3) integer node indices to the (P,) values, equal to ``forward`` at those
-        nodes up to float rounding; None when the sampled planes would take more than
+        Every plane is sampled once on ``axis`` x ``axis`` and every space-time row needed at ``t`` on
+        ``axis``; at a time node the rows are folded into the xy and xz planes, so a grid node's features are
+        three look-ups and two products per scale (plus three look-ups in short lines per blended node
+        between time nodes). Returns a function from (P, 3) integer node indices to the (P,) values, equal to
+        ``forward`` at those nodes up to float rounding; None when the sampled planes would take more than
         :data:`NODE_PLANE_BYTES`.
         """
-        n, count = len(axis), len(self.config.space_resolutions)
+        n = len(axis)
         if node_plane_bytes(self.config, n) > NODE_PLANE_BYTES:
             return None
-        first, second = torch.meshgrid(axis, axis, indexing="ij")
-        first, second = first.reshape(-1), second.reshape(-1)
         with torch.no_grad():
+            rows, weights = self.node_blend(torch.full((1,), float(t), device=axis.device))
+            merged: dict[int, float] = {}
+            for row, weight in zip(rows[0].tolist(), weights[0].tolist()):
+                merged[row] = merged.get(row, 0.0) + weight
+            merged = {row: weight for row, weight in merged.items() if weight != 0}
+            first, second = torch.meshgrid(axis, axis, indexing="ij")
+            first, second = first.reshape(-1), second.reshape(-1)
             folded = []
-            for scale in range(count):
-                planes = [_sample(self.space_planes[3 * scale + k], second, first).view(n, n, -1) for k in range(3)]
-                blend = [((weight * lines[0]).contiguous(), lines[1].contiguous(), lines[2].contiguous())
-                         for weight, lines in self._time_lines(scale, axis, t)]
+            for scale in range(self.scales):
+                # plane k sampled at (u, v) = (second, first) of the node pair (i, j), (i, k) or (j, k)
+                planes = [_plane(self.space_planes[3 * scale + k], second, first)[0].view(n, n, -1) for k in range(3)]
+                blend = []
+                for row, weight in merged.items():
+                    row_index = torch.full((n, 1), row, dtype=torch.long, device=axis.device)
+                    lines = [_line(self.time_planes[3 * scale + a], row_index, axis)[0][:, 0] for a in range(3)]
+                    blend.append(((weight * lines[0]).contiguous(), lines[1].contiguous(), lines[2].contiguous()))
                 if len(blend) == 1:  # fold the lines into the planes
                     along_x, along_y, along_z = blend[0]
                     planes[0] = planes[0] * along_x[:, None] * along_y[None, :]
                     planes[1] = planes[1] * along_z[None, :]
                     blend = []
-                folded.append(([p.reshape(n * n, -1).contiguous() for p in planes], blend))  # rows gathered below
-            first = self.mlp[0]  # the protein's latent code is a constant of the query: fold it into the bias
-            width = first.in_features - self.config.latent_dim
-            bias = first.bias + first.weight[:, width:] @ self.latents.weight[protein]
-            weight = first.weight[:, :width].t()
+                folded.append(([p.reshape(n * n, -1).contiguous() for p in planes], blend))
+            layer = self.mlp[0]  # the protein's latent code is a constant of the query: fold it into the bias
+            width = layer.in_features - self.config.latent_dim
+            bias = layer.bias + layer.weight[:, width:] @ self.latents.weight[protein]
+            weight = layer.weight[:, :width].t()
 
         def evaluate_block(index: torch.Tensor) -> torch.Tensor:
             i, j, k = index.unbind(1)
@@ -311,36 +304,6 @@ class KPlanesSDF(nn.Module):
             return torch.cat(blocks) if blocks else axis.new_zeros(0)
 
         return evaluate
-
-    def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
-                         with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:
-        """f and its gradient in x (and t when ``with_time``), differentiable in the parameters.
-
-        ``dtype`` is accepted for interface compatibility with the MLP; this model computes in float32.
-        Under ``torch.no_grad()`` (queries) the results are plain tensors without a graph.
-        """
-        keep_graph = torch.is_grad_enabled()
-        x = x.detach().requires_grad_(True)
-        t = t.detach().requires_grad_(with_time)
-        with torch.enable_grad():
-            sdf = self(x, t, protein)
-            inputs = (x, t) if with_time else (x,)
-            grads = torch.autograd.grad(sdf.sum(), inputs, create_graph=keep_graph)
-        if not keep_graph:
-            sdf = sdf.detach()
-        return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
-
-    def space_smoothness(self) -> torch.Tensor:
-        """Mean squared first difference of the planes along their space axes (total variation, squared)."""
-        terms = [(plane[:, :, 1:] - plane[:, :, :-1]).pow(2).mean() for plane in self.space_planes]
-        terms += [(plane[..., 1:] - plane[..., :-1]).pow(2).mean() for plane in [*self.space_planes, *self.time_planes]]
-        return torch.stack(terms).sum()
-
-    def time_smoothness(self) -> torch.Tensor:
-        """Mean squared second difference of the space-time planes along time."""
-        terms = [(plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()
-                 for plane in self.time_planes if plane.shape[2] > 2]
-        return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
 
 
 class KPlanesEnsemble(nn.Module):
@@ -376,9 +339,10 @@ class KPlanesEnsemble(nn.Module):
         return evaluate
 
     def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
-                         with_time: bool = False, dtype: torch.dtype = torch.float32) -> SDFWithGradient:
+                         with_time: bool = False, dtype: torch.dtype = torch.float32,
+                         rows: torch.Tensor | None = None) -> SDFWithGradient:
         """The members' mean f and gradients (see :meth:`KPlanesSDF.sdf_and_gradient`)."""
-        results = [member.sdf_and_gradient(x, t, protein, with_time, dtype) for member in self.members]
+        results = [member.sdf_and_gradient(x, t, protein, with_time, dtype, rows) for member in self.members]
 
         def mean(values: list[torch.Tensor]) -> torch.Tensor:
             return torch.stack(values).mean(dim=0)
@@ -397,75 +361,65 @@ def node_plane_bytes(config: KPlanesConfig, nodes: int) -> int:
     return 3 * len(config.space_resolutions) * nodes * nodes * config.features * 4
 
 
-def _look_up(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
-    """Bilinear features (B, C) of each plane p at ``u[:, p]``, ``v[:, p]`` (see :func:`_sample`).
-
-    Training on CUDA looks all planes up in one gather: a GPU step waits on kernel launches, and per
-    plane there are dozens once differentiated twice. Elsewhere plane by plane, which keeps a CPU's
-    working set in its caches (the all-plane look-up makes a CPU step 3x slower).
-    """
-    if torch.is_grad_enabled() and u.is_cuda:
-        return list(_gather_bilinear(planes, u, v).unbind(1))
-    return [_sample(plane, u[:, p], v[:, p]) for p, plane in enumerate(planes)]
+def _softplus_slope(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """The derivative of ``F.softplus(x, beta)``: the sigmoid of beta x, exactly one where softplus is x."""
+    scaled = beta * x
+    return torch.where(scaled > SOFTPLUS_THRESHOLD, torch.ones_like(x), torch.sigmoid(scaled))
 
 
-def _bumps(plane: torch.Tensor) -> torch.Tensor:
-    """(1, C, T - 1, W): row k is F(k-1) - F(k) - F(k+1) + F(k+2) of the space-time plane (1, C, T, W) whose
-    row k is F(k), the ends repeated."""
-    padded = torch.cat([plane[:, :, :1], plane, plane[:, :, -1:]], dim=2)
-    nodes = plane.shape[2]
-    return padded[:, :, :nodes - 1] - padded[:, :, 1:nodes] - padded[:, :, 2:nodes + 1] + padded[:, :, 3:]
+def _cell(coordinate: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left node (long), fraction of the way to the next node (differentiable) and d(fraction)/d(coordinate)
+    of ``coordinate`` in [-1, 1] on an axis of ``size`` nodes, corners aligned, clamped at the border (where
+    the derivative is zero)."""
+    half = 0.5 * (size - 1)
+    position = (coordinate + 1) * half
+    slope = ((position > 0) & (position < size - 1)).to(coordinate.dtype) * half
+    position = position.clamp(0, size - 1)
+    left = position.detach().floor().clamp(max=size - 2)
+    return left.long(), position - left, slope
 
 
-def _sample(plane: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Bilinear features (B, C) of ``plane`` (1, C, H, W) at ``u`` along W and ``v`` along H, in [-1, 1], with
-    corners aligned and coordinates clamped at the border.
-
-    Under autograd by gathers (:func:`_gather_bilinear`), which differentiate twice on every device and train
-    faster on a CPU; without gradients by ``grid_sample``, the faster query.
-    """
-    if torch.is_grad_enabled():
-        return _gather_bilinear([plane], u[:, None], v[:, None])[:, 0]
-    grid = torch.stack([u, v], dim=-1).view(1, -1, 1, 2)
-    sampled = F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return sampled.view(plane.shape[1], -1).t()
-
-
-def _gather_rows(plane: torch.Tensor, u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Features (B, R, C) of ``plane`` (1, C, H, W) on its rows ``rows`` (B, R), interpolated linearly at ``u``
-    (B,) along W in [-1, 1] (corners aligned, border clamp): :func:`_sample` at node rows, with half the
-    texels, as gathers that differentiate twice."""
-    channels, width = plane.shape[1], plane.shape[3]
-    texels = plane[0].permute(1, 2, 0).reshape(-1, channels)
-    column = ((u + 1) * (0.5 * (width - 1))).clamp(0, width - 1)
-    left = column.detach().floor().clamp(max=width - 2)
-    across = (column - left)[:, None, None]
-    start = rows * width + left.long()[:, None]
-    first, second = texels[start], texels[start + 1]
-    return first + (second - first) * across
+def _plane(plane: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+           derivatives: bool = False) -> tuple[torch.Tensor, ...]:
+    """Bilinear features (B, C) of ``plane`` (H, W, C) at ``u`` along W and ``v`` along H, in [-1, 1], and with
+    ``derivatives`` their derivatives in u and in v, from one gather of the four corner texels."""
+    height, width, channels = plane.shape
+    column, across, slope_u = _cell(u, width)
+    row, down, slope_v = _cell(v, height)
+    corner = row * width + column
+    texels = plane.reshape(-1, channels).index_select(0, torch.cat([corner, corner + 1, corner + width,
+                                                                     corner + width + 1]))
+    top_left, top_right, bottom_left, bottom_right = texels.view(4, len(u), channels).unbind(0)
+    across, down = across[:, None], down[:, None]
+    top = top_left + across * (top_right - top_left)
+    bottom = bottom_left + across * (bottom_right - bottom_left)
+    value = top + down * (bottom - top)
+    if not derivatives:
+        return (value,)
+    top_step = top_right - top_left
+    d_u = (top_step + down * (bottom_right - bottom_left - top_step)) * slope_u[:, None]
+    d_v = (bottom - top) * slope_v[:, None]
+    return value, d_u, d_v
 
 
-def _gather_bilinear(planes: list[torch.Tensor], u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Features (B, P, C) of ``planes`` (P planes (1, C, H_p, W_p)) at ``u[:, p]`` along W_p and ``v[:, p]``
-    along H_p: ``grid_sample``'s bilinear interpolation (corners aligned, border clamp) as one gather and a
-    few products over all planes, twice differentiable on CUDA too, where ``grid_sample``'s backward has no
-    derivative (the eikonal term needs one)."""
-    channels = planes[0].shape[1]
-    heights = [plane.shape[2] for plane in planes]
-    widths = [plane.shape[3] for plane in planes]
-    starts = [0, *itertools.accumulate(h * w for h, w in zip(heights, widths))]
-    flat = [plane[0].permute(1, 2, 0).reshape(-1, channels) for plane in planes]
-    texels = flat[0] if len(flat) == 1 else torch.cat(flat)
-    width = u.new_tensor(widths)
-    height = u.new_tensor(heights)
-    column = torch.minimum(((u + 1) * (0.5 * (width - 1))).clamp(min=0), width - 1)
-    row = torch.minimum(((v + 1) * (0.5 * (height - 1))).clamp(min=0), height - 1)
-    left = torch.minimum(column.detach().floor(), width - 2)
-    top = torch.minimum(row.detach().floor(), height - 2)
-    across, down = (column - left)[..., None], (row - top)[..., None]
-    corner = (top * width + left).long() + torch.tensor(starts[:-1], device=u.device)
-    offsets = torch.tensor([[0, 1, w, w + 1] for w in widths], device=u.device)
-    top_left, top_right, bottom_left, bottom_right = texels[corner[..., None] + offsets].unbind(2)
-    upper = top_left + (top_right - top_left) * across
-    lower = bottom_left + (bottom_right - bottom_left) * across
-    return upper + (lower - upper) * down
+def _line(plane: torch.Tensor, rows: torch.Tensor, u: torch.Tensor,
+          derivative: bool = False) -> tuple[torch.Tensor, ...]:
+    """Features (B, R, C) of the space-time ``plane`` (T, W, C) on its rows ``rows`` (B, R), interpolated
+    linearly at ``u`` (B,) along W in [-1, 1], and with ``derivative`` their derivative in u."""
+    nodes, width, channels = plane.shape
+    column, across, slope = _cell(u, width)
+    start = (rows * width + column[:, None]).reshape(-1)
+    texels = plane.reshape(-1, channels).index_select(0, torch.cat([start, start + 1]))
+    left, right = texels.view(2, *rows.shape, channels).unbind(0)
+    step = right - left
+    value = left + across[:, None, None] * step
+    return (value, step * slope[:, None, None]) if derivative else (value,)
+
+
+def _space_product(planes: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Product of the bilinear features of a scale's xy, xz and yz planes at unit-frame points ``x``."""
+    product = None
+    for plane, (u, v) in zip(planes, SPACE_AXES):
+        value = _plane(plane, x[:, u], x[:, v])[0]
+        product = value if product is None else product * value
+    return product

@@ -6,8 +6,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .model import SDFWithGradient
 from .sampling import Batch
+from .sdf import SDFWithGradient
 
 GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], SDFWithGradient]
 
@@ -16,18 +16,16 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
              latent_weight: float = 1e-3, gradient_fn: GradientFn | None = None,
              dtype: torch.dtype = torch.float32,
              smoothness_weight: float = 0.0,
-             distance_weight: float = 0.0,
-             space_smoothness_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             distance_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of eq. 2-3 on one batch.
 
     ``mean |f(x_i)| + tau * mean ||grad f(x_i) - n_i||`` over surface points, plus
     ``lambda * mean (||grad f(x)|| - 1)^2`` over the samples of D, plus ``alpha * mean_p ||z_p||``.
     Surface points and samples go through the network in one pass, by ``gradient_fn``
-    (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``; benchmarks pass the plain
-    autograd reference). With ``smoothness_weight`` > 0, adds that times the model's
-    ``time_smoothness()`` (the K-Planes penalty on second differences in time), reported as "smoothness";
-    with ``space_smoothness_weight`` > 0, that times its ``space_smoothness()`` (first differences in space),
-    reported as "space_smoothness".
+    (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``, at the batch's time-node rows
+    where it carries them; benchmarks pass the plain autograd reference). With ``smoothness_weight`` > 0,
+    adds that times the model's ``time_smoothness()`` (the K-Planes penalty on second differences in time),
+    reported as "smoothness".
     With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
     ``d`` being the batch's ``near_distance`` (signed distance to the frame's surface, see
     :class:`~dsr_backend.sampling.SeriesSampler`), reported as "distance".
@@ -42,14 +40,19 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     members = getattr(model, "members", None)
     if members is not None:  # an ensemble: each member on its own loss, so that it trains as if alone
         results = [igr_loss(member, batch, normal_weight, eikonal_weight, latent_weight, gradient_fn, dtype,
-                            smoothness_weight, distance_weight, space_smoothness_weight) for member in members]
+                            smoothness_weight, distance_weight) for member in members]
         terms = {name: torch.stack([r[1][name] for r in results]).mean() for name in results[0][1]}
         return torch.stack([r[0] for r in results]).sum(), terms
     count = len(batch.surface_x)
     x = torch.cat([batch.surface_x, batch.space_x])
     t = torch.cat([batch.surface_t, batch.space_t])
     protein = torch.cat([batch.surface_protein, batch.space_protein])
-    out = gradient_fn(model, x, t, protein) if gradient_fn else model.sdf_and_gradient(x, t, protein, dtype=dtype)
+    if gradient_fn is not None:
+        out = gradient_fn(model, x, t, protein)
+    elif batch.surface_row is not None:
+        out = model.sdf_and_gradient(x, t, protein, rows=batch.rows())
+    else:
+        out = model.sdf_and_gradient(x, t, protein, dtype=dtype)
     sdf, grad = out.sdf.float(), out.grad_x.float()
     surface = sdf[:count].abs().mean()
     normal = (grad[:count] - batch.surface_n).norm(dim=1).mean()
@@ -65,7 +68,4 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     if smoothness_weight > 0:
         terms["smoothness"] = model.time_smoothness()
         total = total + smoothness_weight * terms["smoothness"]
-    if space_smoothness_weight > 0:
-        terms["space_smoothness"] = model.space_smoothness()
-        total = total + space_smoothness_weight * terms["space_smoothness"]
     return total, {name: value.detach() for name, value in terms.items()}

@@ -1,6 +1,6 @@
 """Surface metrics of the paper (section 3.3): volumetric IoU, Chamfer distance and normal consistency.
 
-Conventions (the authors', shared/DESIGN.md §4): shapes live in the normalised [-1, 1]^3 frame of a
+Conventions (the authors', written out in docs/evaluation.md): shapes live in the normalised [-1, 1]^3 frame of a
 series; IoU compares occupancy on a ``resolution``^3 grid of nodes over [-1, 1]^3 (128^3 by default);
 Chamfer is the sum of the two directed means of *squared* nearest-neighbour distances between
 area-uniform samples (300k per surface by default); NC takes every ground-truth vertex to its nearest

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .fused import COORDS, FusedSDFGradient, LayerLayout
+from .sdf import SDFWithGradient
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,6 @@ class ModelConfig:
     def describe(self) -> str:
         """The architecture in a few words."""
         return f"{self.layers} x {self.hidden} MLP, latent {self.latent_dim}, softplus beta {self.beta:g}"
-
-
-class SDFWithGradient(NamedTuple):
-    """Value of f, its spatial gradient, and (when asked) its derivative in model time."""
-
-    sdf: torch.Tensor            # (B,)
-    grad_x: torch.Tensor         # (B, 3)
-    grad_t: torch.Tensor | None  # (B,)
-
 
 
 class SpaceTimeSDF(nn.Module):

@@ -9,7 +9,7 @@ queries do not care which one they hold.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Union
+from typing import Any, Callable, Sequence, Union
 
 from torch import nn
 
@@ -37,9 +37,10 @@ def build_network(config: NetworkConfig) -> nn.Module:
     return ARCHITECTURES[architecture_of(config)][1](config)
 
 
-def fit_to_series(config: NetworkConfig, num_times: int) -> NetworkConfig:
-    """``config`` with the settings that depend on the training data filled in (K-Planes time nodes)."""
-    return config.for_times(num_times) if isinstance(config, KPlanesConfig) else config
+def fit_to_series(config: NetworkConfig, model_times: Sequence[float]) -> NetworkConfig:
+    """``config`` with the settings that depend on the training data filled in (K-Planes time nodes at the
+    model times of the frames)."""
+    return config.for_times(model_times) if isinstance(config, KPlanesConfig) else config
 
 
 def network_config_to_dict(config: NetworkConfig) -> dict[str, Any]:

@@ -7,29 +7,37 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from .errors import InvalidInputError
 from .neighbours import nearest, search_method
 from .series import SurfaceSeries
 
 
 def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
-                 method: str = "auto") -> np.ndarray:
+                 method: str = "auto", subsample: int = 1, seed: int = 0) -> np.ndarray:
     """Distance from every point to its k-th nearest other point (k clamped to the cloud size).
 
     ``method`` "auto" uses pykeops on CUDA and scipy's cKDTree on CPU (the faster choice on each; the tree
     also on CUDA without pykeops, as a brute force over the whole cloud costs more); "keops", "torch" and
-    "kdtree" force one.
+    "kdtree" force one. ``subsample`` > 1 estimates it as the distance to the (k / subsample)-th nearest of
+    one point in ``subsample`` (drawn with ``seed``): on a surface the same distance on average, at about a
+    tenth of the cost for 10.
     """
     points = np.asarray(points, dtype=np.float32)
     k = min(k, len(points) - 1)
     if k < 1:
         return np.full(len(points), 1e-2, dtype=np.float32)
+    cloud, skip = points, 1
+    if subsample > 1 and k >= subsample and len(points) >= 4 * subsample:
+        rng = np.random.default_rng(seed)
+        cloud = points[rng.choice(len(points), len(points) // subsample, replace=False)]
+        k, skip = k // subsample, 0  # the points are (mostly) not in the subsample: no self-match to skip
     method = search_method(method, device, without_keops="kdtree")
     if method != "kdtree":
-        tensor = torch.as_tensor(points, device=device)
-        squared, _ = nearest(tensor, tensor, k + 1, method)  # column 0 is the point itself
-        return squared[:, k].sqrt().cpu().numpy()
-    distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)
-    return distances[:, k].astype(np.float32)
+        squared, _ = nearest(torch.as_tensor(points, device=device), torch.as_tensor(cloud, device=device),
+                             k + skip, method)
+        return squared[:, k + skip - 1].sqrt().cpu().numpy()
+    distances, _ = cKDTree(cloud).query(points, k=k + skip, workers=-1)
+    return distances.reshape(len(points), -1)[:, k + skip - 1].astype(np.float32)
 
 
 @dataclass
@@ -44,6 +52,12 @@ class Batch:
     space_t: torch.Tensor
     space_protein: torch.Tensor
     near_distance: torch.Tensor | None = None  # (B,) signed distance of the near samples, if asked for
+    surface_row: torch.Tensor | None = None    # (B,) time node of each surface point, if asked for
+    space_row: torch.Tensor | None = None      # time node of each sample of D
+
+    def rows(self) -> torch.Tensor | None:
+        """The time nodes of the surface points followed by those of the samples (None if not drawn)."""
+        return None if self.surface_row is None else torch.cat([self.surface_row, self.space_row])
 
 
 class SeriesSampler:
@@ -53,20 +67,23 @@ class SeriesSampler:
     (all frames when 0), the same number of points from each chosen frame. The eikonal samples of D are
     every surface point moved by Gaussian noise of standard deviation equal to its distance to its
     ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
-    [-1, 1]^3 at the times and proteins of random batch points (IGR). With ``distances``, each batch also
-    carries the signed distance of its near-surface samples to their frame's surface: the distance to
-    the tangent plane of the nearest point, negative behind that point's normal.
+    [-1, 1]^3 at the times and proteins of random batch points (IGR); ``knn_subsample`` > 1 estimates the
+    standard deviations (see :func:`knn_distance`). With ``distances``, each batch also carries the signed
+    distance of its near-surface samples to their frame's surface: the distance to the tangent plane of
+    the nearest point, negative behind that point's normal. With ``node_times`` (the model times of a
+    K-Planes model's time nodes, which include every frame's), each point carries the row of its time.
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
-                 global_fraction: float = 0.125, device: torch.device | str = "cpu", distances: bool = False):
+                 global_fraction: float = 0.125, device: torch.device | str = "cpu", distances: bool = False,
+                 knn_subsample: int = 1, node_times: np.ndarray | None = None):
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.frames_per_step = int(frames_per_step) if frames_per_step else series.num_frames
         self.frames_per_step = min(self.frames_per_step, series.num_frames)
         self.num_global = int(round(batch_size * global_fraction))
         unit = [series.unit_points(i) for i in range(series.num_frames)]
-        sigmas = [knn_distance(p, knn, self.device) for p in unit]
+        sigmas = [knn_distance(p, knn, self.device, subsample=knn_subsample, seed=i) for i, p in enumerate(unit)]
         sizes = series.frame_sizes()
         self.sizes = torch.as_tensor(sizes, device=self.device)
         self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), device=self.device)
@@ -76,6 +93,12 @@ class SeriesSampler:
         self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
         self.frame_protein = torch.as_tensor(series.proteins, device=self.device)
         self.nearest = FrameNearest(unit, self.device) if distances else None
+        self.frame_row = None
+        if node_times is not None:
+            rows = np.searchsorted(node_times, series.model_times())
+            if not np.allclose(np.asarray(node_times)[np.minimum(rows, len(node_times) - 1)], series.model_times()):
+                raise InvalidInputError("the model's time nodes do not include every frame's time")
+            self.frame_row = torch.as_tensor(rows, device=self.device)
 
     def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
         """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
@@ -102,34 +125,32 @@ class SeriesSampler:
         x, t, protein = self.points[index], self.frame_t[own], self.frame_protein[own]
         donor_frame = frame[donors[mine_global]]
         near = x + noise[mine] * self.sigmas[index, None]
+        rows = None if self.frame_row is None else self.frame_row[own]
         return Batch(
             surface_x=x, surface_n=self.normals[index], surface_t=t, surface_protein=protein,
             space_x=torch.cat([near, uniform[mine_global]]),
             space_t=torch.cat([t, self.frame_t[donor_frame]]),
             space_protein=torch.cat([protein, self.frame_protein[donor_frame]]),
-            near_distance=None if self.nearest is None else self.signed_distance(near, own))
+            near_distance=None if self.nearest is None else self.signed_distance(near, own),
+            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]))
 
     def signed_distance(self, x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """Signed distance from each point of ``x`` (B, 3) to the tangent plane of the nearest surface point of
         its ``frame`` (B,), positive on the side its normal points to.
 
         The distance to the nearest point itself overstates the distance to the surface near it (right at the
-        surface it is the gap to the nearest point, not zero); fitted, it left trained surfaces inflated (see
-        docs/evaluation.md).
+        surface it is the gap to the nearest point, not zero); fitted, it leaves trained surfaces inflated.
         """
-        distance = torch.empty(len(x), device=self.device)
-        for which in torch.unique(frame).tolist():
-            rows = torch.nonzero(frame == which).squeeze(1)
-            index = self.offsets[which] + self.nearest(which, x[rows])
-            distance[rows] = ((x[rows] - self.points[index]) * self.normals[index]).sum(dim=1)
-        return distance
+        index = self.offsets[frame] + self.nearest(frame, x)
+        return ((x - self.points[index]) * self.normals[index]).sum(dim=1)
 
 
 class FrameNearest:
     """Nearest-point look-ups in the point cloud of each frame.
 
-    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and cKDTrees on CPU; "keops",
-    "torch" and "kdtree" force one.
+    ``method`` "auto" uses pykeops on CUDA (brute force in torch without it) and a k-d tree on CPU; "keops",
+    "torch" and "kdtree" force one. The k-d tree holds every frame at once, frame k shifted by
+    :data:`FRAME_SEPARATION` k along a fourth axis, so a batch over many frames is one query.
     """
 
     def __init__(self, clouds: list[np.ndarray], device: torch.device | str = "cpu", method: str = "auto"):
@@ -137,14 +158,31 @@ class FrameNearest:
         if self.method != "kdtree":
             self.clouds = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in clouds]
         else:
-            self.trees = [cKDTree(c) for c in clouds]
+            self.tree = cKDTree(np.concatenate([_lifted(c, np.full(len(c), k)) for k, c in enumerate(clouds)]))
+            self.offsets = np.concatenate([[0], np.cumsum([len(c) for c in clouds])[:-1]])
 
-    def __call__(self, frame: int, queries: torch.Tensor) -> torch.Tensor:
-        """Index (within ``frame``'s cloud) of the nearest point to each query (Q, 3), on the queries' device."""
+    def __call__(self, frame: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Index within its ``frame`` (Q,) of the point nearest each query (Q, 3), on the queries' device."""
         if self.method == "kdtree":
-            _, index = self.trees[frame].query(queries.cpu().numpy())
-            return torch.as_tensor(index, dtype=torch.long, device=queries.device)
-        return nearest(queries, self.clouds[frame], 1, self.method)[1].view(-1).long()
+            which = frame.cpu().numpy()
+            _, index = self.tree.query(_lifted(queries.cpu().numpy(), which))
+            return torch.as_tensor(index - self.offsets[which], dtype=torch.long, device=queries.device)
+        index = torch.empty(len(queries), dtype=torch.long, device=queries.device)
+        for which in torch.unique(frame).tolist():
+            rows = torch.nonzero(frame == which).squeeze(1)
+            index[rows] = nearest(queries[rows], self.clouds[which], 1, self.method)[1].view(-1).long()
+        return index
+
+
+FRAME_SEPARATION = 16.0
+"""Distance between frames along the k-d tree's fourth axis: more than the unit box's diagonal, so the
+nearest point of a query always lies in its own frame."""
+
+
+def _lifted(points: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(N, 4) points with ``FRAME_SEPARATION`` times their frame index as a fourth coordinate."""
+    return np.concatenate([np.asarray(points, np.float64), FRAME_SEPARATION * np.asarray(frames, np.float64)[:, None]],
+                          axis=1)
 
 
 def part_slice(length: int, index: int, count: int) -> slice:

@@ -26,10 +26,12 @@ grid cell (a cavity barely larger than the probe, a neck a probe barely passes) 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from .errors import InvalidInputError, ResourceLimitError
+from .threads import cpu_workers, single_thread
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +171,40 @@ def solvent_excluded_surface(coords, radii, probe: float = 1.4, spacing: float =
     if not mesh:
         return Surface(points=points_np, normals=normals_np)
     return Surface(points=points_np, normals=normals_np, vertices=points_np, faces=faces)
+
+
+def solvent_excluded_surfaces(coords: Sequence, radii: Sequence, device: Optional[Device] = None,
+                              done: Optional[Callable[[int], bool]] = None,
+                              **options) -> Optional[list[Surface]]:
+    """:func:`solvent_excluded_surface` of many frames (``coords[k]`` with ``radii[k]``), in order.
+
+    On the CPU the frames are computed side by side, one thread each on every core this process may use
+    (several frames on one-thread workers are faster than one frame on many threads, and stay fast beside
+    another busy process); on CUDA one after the other. ``done(count)`` is called as frames finish (from
+    the caller's thread) and returns True to cancel: frames not started are dropped and None is returned.
+    ``options`` go to :func:`solvent_excluded_surface`.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if len(coords) != len(radii):
+        raise InvalidInputError(f"got {len(coords)} frames of coordinates but {len(radii)} of radii")
+
+    def one(frame: int) -> Surface:
+        with single_thread() if device.type == "cpu" else contextlib.nullcontext():
+            return solvent_excluded_surface(coords[frame], radii[frame], device=device, **options)
+
+    workers = cpu_workers() if device.type == "cpu" else 1
+    surfaces: list[Surface] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsr-surfaces") as pool:
+        futures = [pool.submit(one, frame) for frame in range(len(coords))]
+        try:
+            for future in futures:
+                surfaces.append(future.result())
+                if done is not None and done(len(surfaces)):
+                    return None
+        finally:
+            for future in futures:
+                future.cancel()
+    return surfaces
 
 
 def _too_coarse(spacing: float, radii: torch.Tensor) -> str:

@@ -8,24 +8,31 @@ import os
 import threading
 import time
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import (is_resume_checkpoint, model_only, read_checkpoint, resume_path, save_checkpoint,
+                         unpacked)
 from .config import TrainConfig
 from .errors import CheckpointError, InvalidInputError, TrainingDivergedError
 from .loss import igr_loss
 from .networks import build_network, fit_to_series
-from .sampling import SeriesSampler
+from .sampling import Batch, SeriesSampler
 from .series import SurfaceSeries
+from .threads import training_threads
 from .trained import TrainedModel, resolve_device
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 HISTORY_EVERY = 10  # steps between the loss records kept in the history (and the checkpoint)
+MIN_COMPILED_STEPS = 200
+"""Fewest steps left for which ``config.compile`` compiles the loss: compiling takes seconds (a minute the
+first time on a machine), which a shorter run does not earn back."""
 
 
 @dataclass
@@ -54,8 +61,7 @@ class Trainer:
         if config.model.num_proteins != series.num_proteins:
             raise InvalidInputError(f"the configuration has {config.model.num_proteins} latent codes but the "
                                     f"series has {series.num_proteins} proteins")
-        num_times = len(set(series.model_times().tolist()))
-        config = dataclasses.replace(config, model=fit_to_series(config.model, num_times))
+        config = dataclasses.replace(config, model=fit_to_series(config.model, series.model_times()))
         self.series, self.config = series, config
         self.device = resolve_device(device)
         self.metadata = dict(metadata or {})
@@ -68,9 +74,16 @@ class Trainer:
             self.optimizer, step_size=config.decay_every_steps(series.num_frames), gamma=config.lr_decay_factor)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
-        self.loss_function = torch.compile(igr_loss) if config.compile else igr_loss
+        compiled = config.compile and config.total_steps(series.num_frames) >= MIN_COMPILED_STEPS
+        self.loss_function = torch.compile(igr_loss, dynamic=False) if compiled else igr_loss
+        node_times = getattr(config.model, "node_times", None)
         self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
-                                     config.global_fraction, self.device, distances=config.distance_weight > 0)
+                                     config.global_fraction, self.device, distances=config.distance_weight > 0,
+                                     knn_subsample=config.knn_subsample,
+                                     node_times=None if node_times is None else np.asarray(node_times))
+        self._weights_lock = threading.Lock()
+        self.exact_resume = True  # False after :meth:`resume` from a model file without optimiser state
+        self._prefetch = BatchPrefetch(self.sampler, self.generator) if self.device.type == "cpu" else None
         self.step = 0
         self.total_steps = config.total_steps(series.num_frames)
         self.history: list[dict[str, float]] = []
@@ -83,7 +96,8 @@ class Trainer:
         return {
             "config": self.config.to_dict(), "model_state": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
-            "generator_state": self.generator.get_state(), "step": self.step, "total_steps": self.total_steps,
+            "generator_state": self._prefetch.generator_state() if self._prefetch else self.generator.get_state(),
+            "step": self.step, "total_steps": self.total_steps,
             "normalization": {"center": list(norm.center), "scale": norm.scale},
             "time_map": {"start": times.start, "stop": times.stop},
             "protein_names": list(self.series.protein_names), "metadata": self.metadata,
@@ -91,16 +105,24 @@ class Trainer:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        save_checkpoint(path, self.state())
+        """Write the model to ``path`` and the resume checkpoint beside it (:func:`resume_path`)."""
+        state = self.state()
+        save_checkpoint(resume_path(path), state)
+        save_checkpoint(path, model_only(state, self.config.storage))
 
     @classmethod
     def resume(cls, path: str | os.PathLike, series: SurfaceSeries, device: str | torch.device | None = None,
                steps: int = 0) -> "Trainer":
-        """Continue the run saved in ``path`` on the same ``series``; ``steps`` > 0 sets a new total."""
+        """Continue the run of the model file ``path`` on the same ``series``; ``steps`` > 0 sets a new total.
+
+        From its resume checkpoint (or ``path`` itself when it is one) the run goes on exactly as if it had
+        not stopped. A model file alone (a finished run keeps no resume checkpoint) goes on from its weights
+        with a fresh optimiser, at the learning rate of its step; ``exact_resume`` then says False.
+        """
         device = resolve_device(device)
+        if os.path.isfile(resume_path(path)):
+            path = resume_path(path)
         state = read_checkpoint(path, map_location=device)
-        if "optimizer_state" not in state:
-            raise CheckpointError(f"{path} holds no optimiser state and cannot be resumed")
         config = TrainConfig.from_dict(state["config"])
         norm = state["normalization"]
         if (list(series.protein_names) != list(state["protein_names"])
@@ -108,23 +130,46 @@ class Trainer:
             raise InvalidInputError(f"{path} was trained on a different surface series")
         trainer = cls(series, config, device, metadata=state.get("metadata"))
         trainer.network.load_state_dict(state["model_state"])
-        trainer.optimizer.load_state_dict(state["optimizer_state"])
-        trainer.scheduler.load_state_dict(state["scheduler_state"])
-        trainer.generator.set_state(state["generator_state"].cpu())
         trainer.step = int(state["step"])
+        trainer.exact_resume = is_resume_checkpoint(state)
+        if trainer.exact_resume:
+            trainer.optimizer.load_state_dict(state["optimizer_state"])
+            trainer.scheduler.load_state_dict(state["scheduler_state"])
+            trainer.generator.set_state(state["generator_state"].cpu())
+        else:
+            decay = config.decay_every_steps(series.num_frames)
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = config.lr * config.lr_decay_factor ** (trainer.step // decay)
+            trainer.scheduler.last_epoch = trainer.step
+            trainer.generator.manual_seed(config.seed + trainer.step)  # not the batches it already drew
         trainer.history = list(state.get("history", []))
         trainer.total_steps = steps if steps > 0 else int(state["total_steps"])
         return trainer
 
+    def snapshot(self) -> TrainedModel:
+        """The model as it stands, safe to call from another thread while the training runs (a copy of the
+        weights taken between two optimiser steps)."""
+        with self._weights_lock:
+            state = model_only({**self.state(), "model_state": {name: value.detach().clone() for name, value
+                                                                in self.network.state_dict().items()}})
+        return TrainedModel.from_state(state, self.device)
+
     # ------------------------------------------------------------------ training
     def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
-        batch = self.sampler.sample(self.generator)
-        loss, terms = self.loss_function(self.network, batch, self.config.normal_weight,
-                                         self.config.eikonal_weight, self.config.latent_weight,
-                                         dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
-                                         distance_weight=self.config.distance_weight,
-                                         space_smoothness_weight=self.config.space_smoothness)
+        batch = self._prefetch.next() if self._prefetch else self.sampler.sample(self.generator)
+        arguments = (self.network, batch, self.config.normal_weight, self.config.eikonal_weight,
+                     self.config.latent_weight)
+        settings = dict(dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
+                        distance_weight=self.config.distance_weight)
+        try:
+            loss, terms = self.loss_function(*arguments, **settings)
+        except Exception as error:  # torch.compile fails where no compiler works: train without it
+            if self.loss_function is igr_loss:
+                raise
+            logger.warning("torch.compile failed, training without it: %s", str(error).strip().splitlines()[0])
+            self.loss_function = igr_loss
+            loss, terms = igr_loss(*arguments, **settings)
         return loss, {"loss": loss.detach(), **terms}
 
     @property
@@ -142,7 +187,8 @@ class Trainer:
                     "Try a lower learning rate (--lr) or check the input surfaces.")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        self.optimizer.step()
+        with self._weights_lock:
+            self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         record = {"step": self.step, **{k: v.item() for k, v in reported.items()}}
@@ -155,28 +201,74 @@ class Trainer:
             cancel: threading.Event | None = None) -> TrainResult:
         """Train until ``total_steps`` or until ``cancel`` is set.
 
-        A checkpoint is written every ``config.checkpoint_every`` steps, at the end and on cancellation;
-        a diverged run raises before anything broken is written.
+        The model ``checkpoint`` and its resume checkpoint are written every ``config.checkpoint_every``
+        steps, at the end and on cancellation; the resume checkpoint is removed when the run completes. A
+        diverged run raises before anything broken is written.
         """
         started = time.perf_counter()
         cancelled = False
         self.network.train()
-        while self.step < self.total_steps:
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                break
-            record = self.train_step()
-            if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                self.save(checkpoint)
-            if progress is not None:
-                progress(self.step, self.total_steps, record)
+        with training_threads(self.device):
+            while self.step < self.total_steps:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    break
+                record = self.train_step()
+                if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save(checkpoint)
+                if progress is not None:
+                    progress(self.step, self.total_steps, record)
+        if self._prefetch:
+            self._prefetch.reset()
         if checkpoint:
             self.save(checkpoint)
+            if not cancelled:  # every process of a distributed run gets here; one of them removes it
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(resume_path(checkpoint))
         self.network.eval()
-        model = TrainedModel.from_state(self.state(), self.device)
+        model = TrainedModel.from_state(unpacked(model_only(self.state(), self.config.storage)), self.device)
         return TrainResult(model=model, steps_done=self.step, total_steps=self.total_steps, cancelled=cancelled,
                            seconds=time.perf_counter() - started, history=self.history,
                            last_record=self.last_record)
+
+
+class BatchPrefetch:
+    """Draws the next batch in a background thread while a step runs on the current one (on a CPU the
+    nearest-point searches of a batch cost a fifth of a fast step).
+
+    The batches come in the order the sampler would draw them one after the other, and
+    :meth:`generator_state` is the random state before the batch drawn ahead, so a checkpoint resumes exactly.
+    """
+
+    def __init__(self, sampler: SeriesSampler, generator: torch.Generator):
+        self.sampler, self.generator = sampler, generator
+        self._executor: ThreadPoolExecutor | None = None
+        self._ahead: Future | None = None
+        self._state_before: torch.Tensor | None = None
+
+    def next(self) -> Batch:
+        """The next batch; the one after it is drawn in the background."""
+        batch = self._ahead.result() if self._ahead is not None else self.sampler.sample(self.generator)
+        self._state_before = self.generator.get_state()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsr-batches")
+        self._ahead = self._executor.submit(self.sampler.sample, self.generator)
+        return batch
+
+    def generator_state(self) -> torch.Tensor:
+        """The random state that draws the next batch :meth:`next` returns."""
+        return self._state_before if self._ahead is not None else self.generator.get_state()
+
+    def reset(self) -> None:
+        """Forget the batch drawn ahead, put the generator back to before it and end the background thread
+        (after a resume or at the end of a run)."""
+        if self._ahead is not None:
+            self._ahead.result()
+            self.generator.set_state(self._state_before)
+            self._ahead = None
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
 
 @contextlib.contextmanager

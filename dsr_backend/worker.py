@@ -34,12 +34,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
+from .config import DEFAULT_PRESET, PRESETS, QUALITIES, TrainConfig, preset
 from .errors import DSRError, InvalidInputError
 from .kplanes import KPlanesConfig
 from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .series import SurfaceSeries
-from .surface import solvent_excluded_surface
+from .checkpoint import resume_path
+from .surface import solvent_excluded_surfaces
 from .train import Trainer
 from .trained import TrainedModel, resolve_device
 
@@ -68,11 +69,30 @@ class _Job:
     reported: float = 0.0           # time.monotonic() of the last event sent
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    training_from: tuple[int, float] | None = None  # step and time.time() when training (re)started
+    trainer: Trainer | None = None  # while training: what a query of the unfinished model reads
+    preview: tuple[int, TrainedModel] | None = None  # the last snapshot taken of it, and its step
+
+    def training_model(self) -> TrainedModel | None:
+        """The model as its training stands (a snapshot, taken again when the training has moved on), or
+        None when the job is not training."""
+        trainer = self.trainer
+        if trainer is None or self.state != "running":
+            return None
+        if self.preview is None or self.preview[0] != trainer.step:
+            step = trainer.step
+            self.preview = (step, trainer.snapshot())
+        return self.preview[1]
 
     def snapshot(self) -> dict:
-        seconds = self.seconds if self.state in FINISHED else time.time() - self.started
-        return dict(id=self.id, name=self.name, state=self.state, phase=self.phase, step=self.step,
-                    total=self.total, loss=self.loss, error=self.error, seconds=round(seconds, 3))
+        now = time.time()
+        seconds = self.seconds if self.state in FINISHED else now - self.started
+        snapshot = dict(id=self.id, name=self.name, state=self.state, phase=self.phase, step=self.step,
+                        total=self.total, loss=self.loss, error=self.error, seconds=round(seconds, 3))
+        if self.training_from is not None and self.state == "running" and self.step > self.training_from[0]:
+            rate = (self.step - self.training_from[0]) / max(now - self.training_from[1], 1e-9)
+            snapshot["eta"] = round((self.total - self.step) / rate, 1)
+        return snapshot
 
 
 @dataclass
@@ -91,10 +111,11 @@ def _split(arrays: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
 
 
 def training_config(settings: dict, num_proteins: int = 1) -> TrainConfig:
-    """The training configuration of a job's ``settings``: the preset with ``steps`` and ``checkpoint_every``
-    applied where positive and ``members`` where not 0 (see :meth:`Engine.submit_train`)."""
+    """The training configuration of a job's ``settings``: the preset at its ``quality`` with ``steps`` and
+    ``checkpoint_every`` applied where positive and ``members`` where not 0 (see :meth:`Engine.submit_train`)."""
     overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every") if int(settings.get(key) or 0) > 0}
-    config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=num_proteins, **overrides)
+    config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=num_proteins,
+                    quality=str(settings.get("quality") or "quick"), **overrides)
     members = int(settings.get("members") or 0)
     return config.with_members(members) if members else config
 
@@ -120,14 +141,14 @@ class Engine:
         import torch
 
         return dict(python=sys.executable, version=__version__, torch=torch.__version__,
-                    cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS),
+                    cuda=torch.cuda.is_available(), pid=os.getpid(), presets=list(PRESETS), qualities=list(QUALITIES),
                     member_presets=[name for name in PRESETS if isinstance(preset(name).model, KPlanesConfig)])
 
     def submit_train(self, settings: dict, arrays: dict[str, np.ndarray], job_dir: str = "") -> str:
         """Start training in a daemon thread and return the job id.
 
-        ``settings``: ``name``, ``preset``, ``steps`` (0: the preset's), ``members`` (0: the preset's; fast
-        preset), ``checkpoint_every`` (0: the preset's), ``device`` ("" or "auto": CUDA when available),
+        ``settings``: ``name``, ``preset``, ``quality`` (quick or best), ``steps`` (0: the preset's),
+        ``members`` (0: the preset's; fast preset), ``checkpoint_every`` (0: the preset's), ``device`` ("" or "auto": CUDA when available),
         ``protein_names``, ``metadata``.
         ``arrays``: see the module docstring. ``job_dir``: a folder of the caller's for the job's
         ``series.npz`` and ``checkpoint.pt``, kept on cancel; when they exist the job reuses the series and
@@ -210,18 +231,15 @@ class Engine:
         times = np.asarray(arrays["times"], dtype=np.float64)
         job.total = len(times)
         if "coords" in arrays:
-            coords, radii = _split(arrays, "coords"), _split(arrays, "radii")
-            points, normals = [], []
-            for frame, (xyz, r) in enumerate(zip(coords, radii)):
-                if job.cancel.is_set():
-                    break
-                surface = solvent_excluded_surface(xyz, r, device=device)
-                points.append(surface.points)
-                normals.append(surface.normals)
-                job.step = frame + 1
+            def done(count: int) -> bool:
+                job.step = count
                 self._update(job)
-            if job.cancel.is_set():
+                return job.cancel.is_set()
+
+            surfaces = solvent_excluded_surfaces(_split(arrays, "coords"), _split(arrays, "radii"), device, done)
+            if surfaces is None:
                 return None
+            points, normals = [s.points for s in surfaces], [s.normals for s in surfaces]
         else:
             points, normals = _split(arrays, "points"), _split(arrays, "normals")
         names = settings.get("protein_names") or ["protein"]
@@ -229,42 +247,69 @@ class Engine:
 
     def _train(self, job: _Job, settings: dict, series: SurfaceSeries, device, job_dir: str) -> None:
         path = os.path.join(job_dir or self._workdir, "checkpoint.pt" if job_dir else f"{job.id}.pt")
-        if os.path.isfile(path):
+        if os.path.isfile(resume_path(path)):
             trainer = Trainer.resume(path, series, device)
         else:
             config = training_config(settings, series.num_proteins)
             trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
         job.phase, job.step, job.total = "training", trainer.step, trainer.total_steps
+        job.training_from, job.trainer = (trainer.step, time.time()), trainer
         self._update(job, force=True)
 
         def progress(step: int, total: int, record: dict) -> None:
             job.step, job.total, job.loss = step, total, float(record["loss"])
             self._update(job)
 
-        result = trainer.run(checkpoint=path, progress=progress, cancel=job.cancel)
+        try:
+            result = trainer.run(checkpoint=path, progress=progress, cancel=job.cancel)
+        finally:
+            job.trainer = job.preview = None
         if result.cancelled:
             if not job_dir:
-                os.unlink(path)
+                for leftover in (path, resume_path(path)):
+                    os.unlink(leftover)
             return
         self._put_model(job.name, _Stored(result.model, path, result.final_loss))
         job.state = "done"
 
     # ------------------------------------------------------------------ models
     def models(self) -> list[dict]:
-        """Information on every stored model."""
+        """Information on every stored model, then on every model still training (see :meth:`model_info`)."""
         with self._lock:
             names = list(self._models)
-        return [self.model_info(name) for name in names]
+            training = [job.name for job in self._jobs.values() if job.trainer is not None and job.name not in names]
+        return [self.model_info(name) for name in names + training]
 
     def model_info(self, name: str) -> dict:
-        """Name, protein names, trained time range, preset, architecture, steps, loss and metadata of a model."""
-        stored = self._stored(name)
-        model = stored.model
-        return dict(name=name, protein_names=list(model.protein_names),
+        """Name, protein names, trained time range, preset, architecture, steps, loss and metadata of a model.
+
+        While a model of that name trains, the training's current state, with ``training``: ``step`` and
+        ``total`` (the queries of that name read the same state).
+        """
+        job = self._training_job(name)
+        if job is not None:
+            model, loss, training = job.training_model(), job.loss, dict(step=job.step, total=job.total)
+        else:
+            stored = self._stored(name)
+            model, loss, training = stored.model, stored.loss, None
+        info = dict(name=name, protein_names=list(model.protein_names),
                     time_range=[model.time_map.start, model.time_map.stop], static=model.time_map.is_static,
                     preset=model.config.preset, architecture=model.config.model.describe(), step=model.step,
-                    loss=stored.loss, device=str(model.device),
-                    metadata=model.metadata)
+                    loss=loss, device=str(model.device), metadata=model.metadata)
+        return info if training is None else dict(info, training=training)
+
+    def _training_job(self, name: str) -> _Job | None:
+        """The running job that trains model ``name``, once it has a model to show."""
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if job.name == name and job.trainer is not None]
+        return jobs[-1] if jobs else None
+
+    def _query_model(self, name: str) -> TrainedModel:
+        """What queries of model ``name`` read: the training's current state while it trains, else the
+        stored model."""
+        job = self._training_job(name)
+        model = job.training_model() if job is not None else None
+        return model if model is not None else self._stored(name).model
 
     def _stored(self, name: str) -> _Stored:
         with self._lock:
@@ -275,6 +320,10 @@ class Engine:
 
     def save_model(self, name: str, path: str) -> dict:
         """Write a model's checkpoint to ``path``."""
+        job = self._training_job(name)
+        if job is not None:
+            raise InvalidInputError(f"model '{name}' is still training (step {job.step} of {job.total}); save it "
+                                    "when the training ends")
         stored = self._stored(name)
         path = os.path.abspath(os.path.expanduser(path))
         if os.path.abspath(stored.path) != path:
@@ -320,7 +369,7 @@ class Engine:
         """Level sets at several times: ``result[i][j]`` is a dict ``t``, ``level``, ``vertices`` (V, 3) Å,
         ``faces`` (F, 3), ``normals`` (V, 3) and, with ``with_speed``, ``speed`` (V,) Å per unit t.
         ``min_component`` (None: the library's default) drops floating specks, see ``extract_surfaces``."""
-        meshes = extract_surfaces(self._stored(model).model, list(ts), list(levels), int(resolution), protein,
+        meshes = extract_surfaces(self._query_model(model), list(ts), list(levels), int(resolution), protein,
                                   bool(with_speed),
                                   min_component=MIN_COMPONENT if min_component is None else min_component)
         return [[dict(t=m.t, level=m.level, vertices=m.vertices, faces=m.faces, normals=m.normals, **m.values)
@@ -328,7 +377,7 @@ class Engine:
 
     def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:
         """The SDF (Å) on a grid over the series box: ``grid`` (R, R, R) x-major, ``origin`` Å, ``spacing`` Å."""
-        trained = self._stored(model).model
+        trained = self._query_model(model)
         grid = sdf_grid(trained, float(t), int(resolution), protein)
         origin = trained.normalization.to_angstrom(np.full((1, 3), -1.0))[0]
         spacing = 2.0 * trained.normalization.scale / (len(grid) - 1)

@@ -43,8 +43,8 @@ def _say(quiet, line: str) -> None:
 
 
 def dsr_train(selection: str = "", states: str = "", name: str = "", preset: str = "fast", steps: int = 0,
-              surface: str = "ses", device: str = "", members: int = 1, quiet: int = 1, *, _self=cmd,
-              **kwargs) -> str:
+              surface: str = "ses", device: str = "", members: int = 1, quality: str = "quick", preview: int = 0,
+              quiet: int = 1, *, _self=cmd, **kwargs) -> str:
     """
 DESCRIPTION
 
@@ -60,10 +60,12 @@ DESCRIPTION
     In the PyMOL GUI training runs in the background (progress in the feedback; dsr_status,
     dsr_wait, dsr_cancel, or Plugin > DSR...); in scripts (pymol -c, or PyMOL as a library) the
     command returns when the model is ready. In a .pml run inside the GUI, follow it by dsr_wait.
+    While it trains, dsr_surface shows the model as it stands and says at which step.
 
 USAGE
 
-    dsr_train selection [, states [, name [, preset [, steps [, surface [, device [, members ]]]]]]]
+    dsr_train selection [, states [, name [, preset [, steps [, surface [, device [, members
+        [, quality [, preview ]]]]]]]]]
 
 ARGUMENTS
 
@@ -76,8 +78,7 @@ ARGUMENTS
     preset = fast (K-Planes features and a small MLP, the quickest to train on a CPU or a GPU),
     small (a 6x128 MLP), paper (the paper's 8x512 MLP, for a GPU) or tiny (tests) {default: fast}
 
-    steps = int: training steps {default: the preset's; fast: 6000, about 40 minutes on two CPU
-    cores, where steps=3000 takes half that for surfaces a little less exact between the states}
+    steps = int: training steps {default: the preset's at the chosen quality}
 
     surface = ses (solvent-excluded surface from coordinates and radii, computed by the backend) or
     pymol (PyMOL's own surface of each state, at the current surface_quality) {default: ses}
@@ -87,6 +88,13 @@ ARGUMENTS
     members = int: preset fast only: train this many models side by side and show their mean
     surface; a little more accurate between the states, this many times the training time
     {default: 1}
+
+    quality = quick or best: preset fast trains 1,500 steps (quick; 40 states of adenylate kinase
+    take about 5 minutes on two CPU cores, surfaces included) or 6,000 (best; about 4 times as
+    long, for surfaces a little more exact, most of all between the states) {default: quick}
+
+    preview = 0 or 1: GUI only: keep an object <name>_preview showing the surface at the current
+    state as the training goes {default: 0}
 
     async = 1: train in the background; 0: wait for the end {default: 1 in the GUI, 0 in scripts}
 
@@ -106,22 +114,29 @@ SEE ALSO
         raise CmdException("dsr_train needs a selection, e.g. dsr_train adk, states=1-80:2")
     surface, steps = str(surface).strip().lower(), parse_int(steps, "steps", minimum=0)
     members = parse_int(members, "members", minimum=1)
+    quality, preview = str(quality).strip().lower(), parse_int(preview, "preview", minimum=0)
+    if preview > 1:
+        raise CmdException(f"preview must be 0 or 1, got {preview}")
+    if preview and not gui_running(_self):
+        raise CmdException("preview=1 needs the PyMOL GUI; in a script, dsr_surface shows a model as its "
+                           "training stands (train with async=1)")
     if surface not in SURFACE_SOURCES:
         raise CmdException(f"surface must be ses or pymol, got '{surface}'")
     frames = extract_atoms(selection, states, _self)
     name = _self.get_legal_name(name or f"{frames[0].object}_dsr")
     session = session_for(_self)
     backend = session.backend()
-    _check_settings(backend.describe(), preset, device, members)
+    _check_settings(backend.describe(), preset, device, members, quality)
     arrays = atom_arrays(frames)
     if len(set(arrays["times"].tolist())) == 1:
         _say(quiet, " dsr_train: one state only: the model is static (the same surface at every t)")
     chempy_models = None
     if surface == "pymol":
         chempy_models = [_self.get_model(f.selection, state) for f in frames for state in f.states]
-    settings = train_settings(name, frames, selection, surface, preset, steps, device, members)
+    settings = train_settings(name, frames, selection, surface, preset, steps, device, members, quality)
     task = TrainTask(backend, settings, arrays, chempy_models, _self.get_setting_int("surface_quality"),
-                     report=None if int(quiet) else print)
+                     report=None if int(quiet) else print,
+                     preview=(lambda: update_preview(session, name, _self)) if preview else None)
     session.add_task(task)
     _say(quiet, f" dsr_train: '{name}' from {sum(len(f.states) for f in frames)} states of "
                 f"{', '.join(f.object for f in frames)} ({', '.join(str(len(f.radii)) for f in frames)} atoms), "
@@ -139,10 +154,21 @@ SEE ALSO
     return name
 
 
-def _check_settings(backend_info: dict, preset: str, device: str, members: int) -> None:
+def update_preview(session, name: str, _self=cmd) -> None:
+    """Show model ``name`` as its training stands at the current state in object ``<name>_preview``."""
+    info = session.backend().model_info(name)
+    times = TimePoints.of(info, "", "", _self.get_state())
+    show_surface(session.backend(), info, times, [0.0], f"{name}_preview", DEFAULT_RESOLUTION,
+                 protein=info["protein_names"][0], _self=_self)
+
+
+def _check_settings(backend_info: dict, preset: str, device: str, members: int, quality: str = "quick") -> None:
     presets = backend_info.get("presets", [])
     if preset not in presets:
         raise CmdException(f"unknown preset '{preset}'; choose one of {', '.join(presets)}")
+    qualities = backend_info.get("qualities", ["quick"])
+    if quality not in qualities:
+        raise CmdException(f"unknown quality '{quality}'; choose one of {', '.join(qualities)}")
     member_presets = backend_info.get("member_presets", [])
     if members > 1 and preset not in member_presets:
         raise CmdException(f"members apply to preset {' or '.join(member_presets) or 'fast'} only, not to {preset}")
@@ -227,8 +253,14 @@ SEE ALSO
     color = color.lower() if color.lower() in ("auto", "speed") else color
     summary = show_surface(session.backend(), info, times, levels, name, resolution, color,
                            str(options["as"]).strip().lower(), protein, min_component, _self)
-    _say(quiet, f" dsr_surface: {summary}")
+    _say(quiet, f" dsr_surface: {summary}{training_note(info)}")
     return name
+
+
+def training_note(info: dict) -> str:
+    """Where a model still training stands (its queries read that state), or nothing."""
+    training = info.get("training")
+    return f" (still training: the model at step {training['step']} of {training['total']})" if training else ""
 
 
 def dsr_status(name: str = "", quiet: int = 1, *, _self=cmd) -> list[dict]:
@@ -426,7 +458,9 @@ ARGUMENTS
     if not name:
         raise CmdException("dsr_delete needs a model name (dsr_list shows them)")
     session = session_for(_self)
-    session.model_info(name)  # a model still training or unknown is refused with the reason
+    if name in session.tasks and session.tasks[name].running:
+        raise CmdException(f"model '{name}' is still training; dsr_cancel it first")
+    session.model_info(name)  # an unknown model is refused with the list of models
     session.backend().delete_model(name)
     session.tasks.pop(name, None)
     if session.current == name:

@@ -88,17 +88,18 @@ class Session:
             self.tasks[name] = TrainTask.following(self.backend(), active[-1])
 
     def model_info(self, name: str = "") -> dict:
-        """Information on a trained model ready for queries; a one-line error if there is none yet."""
+        """Information on a model ready for queries (while it trains, its training's current state, with
+        ``training``: ``step`` and ``total``); a one-line error if there is none yet."""
         name = name or self.current
         if not name:
             raise CmdException("no trained model: train one with dsr_train or load one with dsr_load")
         task = self.tasks.get(name)
-        if task is not None and task.running:
-            raise CmdException(f"model '{name}' is still training ({task.outcome()}); wait with dsr_wait or "
-                               "stop it with dsr_cancel")
         known = {info["name"]: info for info in self.backend().models()}
         if name in known:
             return known[name]
+        if task is not None and task.running:
+            raise CmdException(f"model '{name}' has nothing to show before its training starts ({task.outcome()}); "
+                               "try again in a moment, or wait with dsr_wait")
         if task is not None:
             raise CmdException(task.outcome())
         raise CmdException(f"no DSR model named '{name}' (models: {', '.join(known) or 'none'})")

@@ -20,6 +20,7 @@ from .pymol_surface import pymol_surfaces
 
 FINISHED = ("done", "failed", "cancelled")
 POLL_SECONDS = 0.5
+PREVIEW_SECONDS = 5.0  # at most one preview update this often
 REPORT_EVERY = 0.1  # feedback line every 10 % of the training steps
 
 Report = Callable[[str], None]
@@ -42,11 +43,14 @@ def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
 
 
 def train_settings(name: str, frames: Sequence[AtomFrames], selection: str, surface: str, preset: str,
-                   steps: int, device: str, members: int = 1) -> dict:
+                   steps: int, device: str, members: int = 1, quality: str = "quick") -> dict:
     """The backend's training settings, with what the checkpoint should remember about the PyMOL side.
-    ``members`` goes only where it is more than one, so that servers older than the setting take the rest."""
+    ``members`` and ``quality`` go only where they differ from the default, so that servers older than
+    those settings take the rest."""
     objects = [frame.object for frame in frames]
     several = {"members": members} if members > 1 else {}
+    if quality != "quick":
+        several["quality"] = quality
     return dict(name=name, preset=preset, steps=steps, **several, device=device, protein_names=objects,
                 metadata=dict(source="pymol_dsr", selection=selection, surface=surface, objects=objects,
                               states={frame.object: frame.states for frame in frames}))
@@ -73,8 +77,8 @@ def progress_line(job: dict) -> str:
         line += f", loss {job['loss']:.4g}"
     seconds = job.get("seconds", 0.0)
     line += f", {seconds:.0f} s"
-    if 0 < step < total:
-        line += f", about {seconds * (total - step) / step:.0f} s left"
+    if job.get("eta") is not None and step < total:
+        line += f", about {job['eta']:.0f} s left"
     return line
 
 
@@ -91,6 +95,8 @@ class TrainTask:
         surfaces before submission; None for the backend's solvent-excluded surface.
     quality : PyMOL's ``surface_quality`` for ``surface=pymol``.
     report : where feedback lines go (``print`` by default; None: no feedback).
+    preview : called while the model trains, at most every :data:`PREVIEW_SECONDS` and only when it has
+        moved on (e.g. to show its surface as it stands); set it before or after the start.
     """
 
     backend: Backend
@@ -99,6 +105,7 @@ class TrainTask:
     chempy_models: list | None = None
     quality: int = 0
     report: Report | None = print
+    preview: Callable[[], None] | None = None
     job_id: str = field(default="", init=False)
     _status: dict = field(init=False)
     _started: float = field(default_factory=time.time, init=False)
@@ -166,19 +173,33 @@ class TrainTask:
         return point_arrays(self.arrays, surfaces)
 
     def _follow(self) -> None:
-        reported = -1
+        reported, previewed = -1, (0, 0.0)
         while True:
             if self._cancel.is_set():  # also covers a cancel that came while the job was being submitted
                 self.backend.cancel(self.job_id)
             job = self.backend.wait(self.job_id, POLL_SECONDS)
             self._status = dict(job)
-            if job["phase"] == "training" and job["total"]:
+            training = job["phase"] == "training" and job["state"] == "running"
+            if training and job["total"]:
                 tenth = int(job["step"] / job["total"] / REPORT_EVERY)
-                if tenth > reported and job["state"] == "running":
+                if tenth > reported:
                     reported = tenth
                     self._say(progress_line(job))
+            if (training and self.preview is not None and job["step"] > previewed[0]
+                    and time.time() - previewed[1] >= PREVIEW_SECONDS):
+                previewed = (job["step"], time.time())
+                self._show_preview()
             if job["state"] in FINISHED:
                 return
+
+    def _show_preview(self) -> None:
+        """Call the preview; a failure is said once and ends the previews, not the training."""
+        try:
+            self.preview()
+        except Exception as error:  # the preview is a view of the training, never a reason to stop it
+            self.preview = None
+            message = error.message if isinstance(error, CmdException) else str(error)
+            self._say(f"{self.name}: preview stopped: {message or type(error).__name__}")
 
     def _say(self, line: str) -> None:
         if self.report is not None:

@@ -15,7 +15,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dsr_backend import Trainer, TrainedModel, TrainingDivergedError, preset, train
-from dsr_backend.checkpoint import read_checkpoint
+from dsr_backend.checkpoint import read_checkpoint, resume_path
 from dsr_backend.cli import build_parser, train_argv
 from dsr_backend.cli import main as dsr_main
 from dsr_backend.distributed import main as distributed_main
@@ -77,7 +77,7 @@ def test_cancelled_two_process_checkpoint_resumes_in_one_process(sphere_series, 
     stopped = train_distributed(sphere_series, preset("tiny", steps=20_000, **CONFIG), checkpoint=path, nproc=2,
                                 device="cpu", progress=progress, cancel=cancel)
     assert stopped.cancelled and 6 <= stopped.steps_done < 20_000
-    state = read_checkpoint(path)
+    state = read_checkpoint(resume_path(path))
     assert state["step"] == stopped.steps_done and "optimizer_state" in state
     resumed = Trainer.resume(path, sphere_series, device="cpu", steps=stopped.steps_done + 10).run()
     straight = train(sphere_series, preset("tiny", steps=stopped.steps_done + 10, **CONFIG), device="cpu")

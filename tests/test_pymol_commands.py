@@ -1,4 +1,7 @@
 """The commands end to end in headless PyMOL, on the in-process backend with tiny models."""
+import re
+import time
+
 import numpy as np
 import pymol2
 import pytest
@@ -6,7 +9,7 @@ from pymol import CmdException, cgo, cmd
 from scipy.spatial import cKDTree
 
 import pymol_dsr  # noqa: F401  (registers the commands)
-from pymol_dsr.commands import dsr_list, dsr_status, dsr_surface, dsr_train, dsr_wait, register
+from pymol_dsr.commands import dsr_list, dsr_status, dsr_surface, dsr_train, dsr_wait, register, update_preview
 from pymol_dsr.session import session_for
 from tests.test_pymol_atoms import hinge_peptide
 
@@ -181,14 +184,45 @@ def test_training_on_pymols_own_surface():
     assert session_for(cmd).model_info("from_pymol")["metadata"]["surface"] == "pymol"
 
 
-def test_background_training_status_wait_and_cancel(trained, capsys):
+def wait_for(condition, seconds: float = 120.0) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def shown_step(output: str) -> int:
+    found = re.search(r"still training: the model at step (\d+) of 100000", output)
+    assert found, output
+    return int(found.group(1))
+
+
+def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(trained, capsys, tmp_path):
+    session = session_for(cmd)
     cmd.do("dsr_train pep, states=1-3, name=slow, preset=tiny, steps=100000, async=1")
-    cmd.do("dsr_surface t=0.5, model=slow")
-    assert "still training" in capsys.readouterr().out
-    assert dsr_status("slow", quiet=0)[0]["state"] == "running"
-    assert "dsr_status: [" in capsys.readouterr().out
-    cmd.do("dsr_cancel slow")
-    cmd.do("dsr_wait slow")
+    task = session.task("slow")
+    try:
+        wait_for(lambda: task.status()["phase"] == "training" and task.status()["step"] >= 5)
+        capsys.readouterr()
+        dsr_surface(t="0.5", model="slow", name="early", quiet=0)
+        first = shown_step(capsys.readouterr().out)
+        assert len(read_cgo("early")[0]["vertices"]) > 100  # a surface of the model as it stood
+        task.preview = lambda: update_preview(session, "slow", cmd)  # what preview=1 does in the GUI
+        wait_for(lambda: "slow_preview" in cmd.get_names())
+        wait_for(lambda: task.status()["step"] > first + 20)
+        dsr_surface(t="0.5", model="slow", name="later", quiet=0)
+        assert shown_step(capsys.readouterr().out) > first
+        assert dsr_status("slow", quiet=0)[0]["state"] == "running"
+        assert "dsr_status: [" in capsys.readouterr().out
+        for command, message in ((f"dsr_save slow, {tmp_path / 'slow.pt'}", "is still training (step"),
+                                 ("dsr_delete slow", "'slow' is still training; dsr_cancel it first"),
+                                 ("dsr_train pep, preview=1", "preview=1 needs the PyMOL GUI")):
+            cmd.do(command)
+            assert message in capsys.readouterr().out
+        assert not (tmp_path / "slow.pt").exists()
+    finally:
+        cmd.do("dsr_cancel slow")
+        cmd.do("dsr_wait slow")
     assert "cancelled" in capsys.readouterr().out
     cmd.do("dsr_surface t=0.5, model=slow")
     assert "no model was stored" in capsys.readouterr().out

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from dsr_backend import neighbours
+from dsr_backend import InvalidInputError, neighbours
 from dsr_backend.sampling import FrameNearest, SeriesSampler, knn_distance
 
 
@@ -22,6 +22,24 @@ def test_knn_distance_matches_kdtree(method, monkeypatch):
     points = np.random.default_rng(1).normal(size=(500, 3)).astype(np.float32)
     assert np.allclose(knn_distance(points, 50, method=method), knn_distance(points, 50, method="kdtree"),
                        atol=1e-4)
+
+
+def test_knn_distance_estimated_on_a_subsample_of_a_surface(sphere_series):
+    points = sphere_series.unit_points(2)
+    exact, estimate = knn_distance(points, 50), knn_distance(points, 50, subsample=10)
+    assert 0.85 < np.median(estimate / exact) < 1.15
+    assert np.percentile(estimate / exact, 95) < 1.6 and np.percentile(estimate / exact, 5) > 0.5
+
+
+def test_batches_carry_the_time_node_of_each_point(sphere_series):
+    node_times = np.unique(sphere_series.model_times())
+    sampler = SeriesSampler(sphere_series, batch_size=1000, node_times=node_times)
+    batch = sampler.sample(torch.Generator().manual_seed(0))
+    nodes = torch.tensor(node_times, dtype=torch.float32)
+    assert torch.equal(nodes[batch.surface_row], batch.surface_t)
+    assert torch.equal(nodes[batch.space_row], batch.space_t)
+    with pytest.raises(InvalidInputError, match="time nodes do not include every frame"):
+        SeriesSampler(sphere_series, batch_size=1000, node_times=node_times[::2])
 
 
 def test_knn_distance_small_clouds():
@@ -91,10 +109,15 @@ def test_frame_nearest_matches_kdtree(method):
     if method == "keops":
         pytest.importorskip("pykeops")
     rng = np.random.default_rng(2)
-    clouds = [rng.normal(size=(400, 3)).astype(np.float32) for _ in range(2)]
+    clouds = [rng.normal(size=(400, 3)).astype(np.float32) for _ in range(3)]
     queries = torch.as_tensor(rng.normal(size=(300, 3)).astype(np.float32))
+    frames = torch.as_tensor(rng.integers(3, size=300))
     searched, kdtree = FrameNearest(clouds, method=method), FrameNearest(clouds, method="kdtree")
-    for frame in range(2):
-        assert torch.equal(searched(frame, queries), kdtree(frame, queries))
+    found = kdtree(frames, queries)
+    assert torch.equal(searched(frames, queries), found)
+    for frame in range(3):  # each query's nearest point within its own frame
+        mine = frames == frame
+        expected = ((queries[mine, None] - torch.as_tensor(clouds[frame])[None]) ** 2).sum(-1).argmin(1)
+        assert torch.equal(found[mine], expected)
     with pytest.raises(ValueError, match="method"):
         FrameNearest(clouds, method="brute")

@@ -1,4 +1,5 @@
 import re
+import sys
 import threading
 
 import numpy as np
@@ -8,9 +9,17 @@ import torch
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
 from dsr_backend.query import sdf_grid, unit_grid_axis
+from dsr_backend.checkpoint import model_only, read_checkpoint, save_checkpoint
+from dsr_backend.kplanes import KPlanesConfig
+from dsr_backend.loss import igr_loss
 from dsr_backend.train import cuda_matmul_precision
 
+train_module = sys.modules["dsr_backend.train"]  # the package exports the function train under that name
+
 from .shapes import grid_iou
+
+
+SMALL_KPLANES = KPlanesConfig(space_resolutions=(8, 16), features=8, hidden=16, latent_dim=4)
 
 
 def analytic_grid(model, sphere, state, resolution):
@@ -57,14 +66,31 @@ def test_tf32_is_fp32_off_cuda(sphere_series):
         assert fp32.train_step()["loss"] == tf32.train_step()["loss"]
 
 
-def test_compiled_training_follows_eager_training(sphere_series):
-    eager, compiled = (Trainer(sphere_series, preset("tiny", steps=3, compile=c), device="cpu") for c in (False, True))
+@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES))])
+def test_compiled_training_follows_eager_training(sphere_series, name, overrides, monkeypatch):
+    monkeypatch.setattr(train_module, "MIN_COMPILED_STEPS", 3)
+    eager, compiled = (Trainer(sphere_series, preset(name, steps=3, compile=c, **overrides), device="cpu")
+                       for c in (False, True))
     for _ in range(3):
         assert compiled.train_step()["loss"] == pytest.approx(eager.train_step()["loss"], rel=1e-4)
-    for name, value in eager.network.state_dict().items():
-        torch.testing.assert_close(compiled.network.state_dict()[name], value, rtol=1e-3, atol=1e-5)
-    with pytest.raises(InvalidInputError, match="compile works with the MLP presets only"):
-        preset("fast", compile=True)
+    for key, value in eager.network.state_dict().items():
+        torch.testing.assert_close(compiled.network.state_dict()[key], value, rtol=1e-3, atol=1e-5)
+    assert compiled.loss_function is not igr_loss and eager.loss_function is igr_loss
+    short = Trainer(sphere_series, preset(name, steps=2, compile=True, **overrides), device="cpu")
+    assert short.loss_function is igr_loss  # too short a run to earn the compilation back
+
+
+def test_training_goes_on_without_the_compiler_when_compiling_fails(sphere_series, caplog):
+    trainer = Trainer(sphere_series, preset("tiny", steps=3, compile=True), device="cpu")
+    assert trainer.loss_function is igr_loss  # (too short a run to compile: the failure is simulated)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InductorError: no working C++ compiler\nmore detail")
+
+    trainer.loss_function = broken
+    assert np.isfinite(trainer.train_step()["loss"])
+    assert "torch.compile failed, training without it: InductorError: no working C++ compiler" in caplog.text
+    assert trainer.loss_function is igr_loss
 
 
 def test_cuda_matmul_precision_is_set_inside_the_block_only():
@@ -90,13 +116,17 @@ def test_checkpoint_round_trip(trained_sphere):
     assert loaded.step == 300 and loaded.config == result.model.config
 
 
-def test_resume_continues_exactly(sphere_series, tmp_path):
-    config = preset("tiny", steps=12, checkpoint_every=0)
+@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES,
+                                                                          compile=False))])
+def test_resume_continues_exactly(sphere_series, tmp_path, name, overrides):
+    config = preset(name, steps=12, checkpoint_every=0, **overrides)
     straight = train(sphere_series, config, device="cpu")
-    first = Trainer(sphere_series, preset("tiny", steps=5, checkpoint_every=0), device="cpu")
-    first.run(tmp_path / "half.pt")
-    resumed = Trainer.resume(tmp_path / "half.pt", sphere_series, device="cpu", steps=12)
-    finished = resumed.run()
+    first, stop = Trainer(sphere_series, config, device="cpu"), threading.Event()
+    interrupted = first.run(tmp_path / "half.pt", progress=lambda step, *_: step == 5 and stop.set(), cancel=stop)
+    assert interrupted.cancelled and (tmp_path / "half.resume.pt").is_file()
+    resumed = Trainer.resume(tmp_path / "half.pt", sphere_series, device="cpu")
+    finished = resumed.run(tmp_path / "half.pt")
+    assert not (tmp_path / "half.resume.pt").exists()  # a finished run leaves the model only
     assert finished.steps_done == 12
     for a, b in zip(straight.model.network.parameters(), finished.model.network.parameters()):
         assert torch.equal(a, b)
@@ -105,6 +135,29 @@ def test_resume_continues_exactly(sphere_series, tmp_path):
 
     assert every_tenth(straight.history) == every_tenth(finished.history)
     assert straight.final_loss == finished.final_loss
+
+
+def test_the_model_file_holds_weights_only_and_float16_storage_is_smaller(trained_sphere, sphere_series, tmp_path):
+    result, path = trained_sphere
+    state = torch.load(path, weights_only=True)
+    assert not {"optimizer_state", "scheduler_state", "generator_state"} & set(state)
+    warm = Trainer.resume(path, sphere_series, device="cpu", steps=310)
+    assert not warm.exact_resume and warm.step == 300
+    assert warm.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.5 ** (300 // 200))  # tiny's schedule
+    assert warm.run().steps_done == 310
+    half = tmp_path / "half.pt"
+    save_checkpoint(half, model_only(read_checkpoint(path), "float16"))
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded = TrainedModel.load(half, device="cpu")
+    points = np.random.default_rng(0).normal(scale=10, size=(100, 3))
+    assert np.allclose(loaded.sdf(points, 0.3), result.model.sdf(points, 0.3), atol=0.05)
+    assert read_checkpoint(half)["storage"] == "float16" and read_checkpoint(path)["storage"] == "float32"
+    damaged = torch.load(half, weights_only=True)
+    name = next(iter(damaged["model_state"]))
+    damaged["model_state"][name]["deflated_float16"] = damaged["model_state"][name]["deflated_float16"][:-8]
+    torch.save(damaged, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match=f"damaged.pt: the weights {name} are damaged"):
+        TrainedModel.load(tmp_path / "damaged.pt")
 
 
 def test_periodic_checkpoints_and_progress(sphere_series, tmp_path):

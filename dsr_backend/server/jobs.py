@@ -1,8 +1,9 @@
 """The service's jobs and models: a persistent queue over :class:`dsr_backend.worker.Engine`.
 
 Every job and model is a row in SQLite (:class:`~.store.Store`); a job's files lie in
-``DATA_DIR/jobs/<id>/``: ``input.npz`` (the validated upload), ``series.npz`` and ``checkpoint.pt`` (written
-by the engine); once a job's end is recorded only a finished job's ``checkpoint.pt`` (its model) stays. Jobs
+``DATA_DIR/jobs/<id>/``: ``input.npz`` (the validated upload), ``series.npz``, ``checkpoint.pt`` and
+``checkpoint.resume.pt`` (written by the engine); once a job's end is recorded only a finished job's
+``checkpoint.pt`` (its model) stays. Jobs
 wait in the queue until a device has a free slot. A job that was running when the service stopped (SIGKILL
 included) is queued again at the next start and resumes from its last checkpoint, unless a cancel had been
 asked for. One service at a time holds a data directory (``DATA_DIR/serve.lock``).
@@ -23,6 +24,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .. import __version__
+from ..checkpoint import resume_path
 from ..errors import DSRError, InvalidInputError
 from ..trained import TrainedModel
 from ..worker import Engine
@@ -213,7 +215,7 @@ class JobService:
         except (DSRError, OSError, ValueError) as error:
             self.store.update_job(job_id, state="failed", error=str(error), finished=time.time())
             return
-        self._runs[job_id] = _Run(engine_id, device, record["seconds"], os.path.isfile(checkpoint))
+        self._runs[job_id] = _Run(engine_id, device, record["seconds"], os.path.isfile(resume_path(checkpoint)))
         self._job_of[engine_id] = job_id
         self.store.update_job(job_id, state="running", phase="starting", device=device,
                               started=record["started"] or time.time(), runs=record["runs"] + 1)
@@ -249,7 +251,8 @@ class JobService:
 
     def _discard_files(self, job_id: str, cancelled: bool) -> None:
         """Remove what an ended job will not read again: its inputs, and a cancelled job's checkpoint."""
-        for leftover in ["input.npz", "series.npz"] + (["checkpoint.pt"] if cancelled else []):
+        leftovers = ["input.npz", "series.npz", "checkpoint.resume.pt"] + (["checkpoint.pt"] if cancelled else [])
+        for leftover in leftovers:
             self._remove(os.path.join(self._job_dir(job_id), leftover))
 
     @staticmethod
@@ -296,11 +299,23 @@ class JobService:
         return dict(name=name)
 
     def models(self) -> list[dict[str, Any]]:
-        """Information on every model (name, proteins, time range, preset, steps, loss, metadata)."""
-        return [record["info"] for record in self.store.models()]
+        """Information on every model (name, proteins, time range, preset, steps, loss, metadata); a model
+        still training is described as its training stands, with ``training`` (step, total)."""
+        training = {info["name"]: info for info in self.engine.models() if "training" in info}
+        stored = [training.pop(record["name"], record["info"]) for record in self.store.models()]
+        return stored + list(training.values())
 
     def model_info(self, name: str) -> dict[str, Any]:
-        return self._model(name)["info"]
+        info = self._training_info(name)
+        return info if info is not None else self._model(name)["info"]
+
+    def _training_info(self, name: str) -> dict[str, Any] | None:
+        """The engine's description of model ``name`` while a job trains it (queries read that state)."""
+        try:
+            info = self.engine.model_info(name)
+        except InvalidInputError:
+            return None
+        return info if "training" in info else None
 
     def _model(self, name: str) -> dict[str, Any]:
         record = self.store.model(name)
@@ -332,7 +347,10 @@ class JobService:
         return info
 
     def _ready(self, name: str) -> str:
-        """Make sure the engine holds the current checkpoint of ``name`` (loaded after a restart)."""
+        """Make sure the engine holds the current checkpoint of ``name`` (loaded after a restart), unless a job
+        trains it (the engine then answers from the training)."""
+        if self._training_info(name) is not None:
+            return name
         path = self.checkpoint_path(name)
         with self._lock:
             if self._loaded.get(name) != path:

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_PRESET, PRESETS, preset as preset_config
+from ..config import DEFAULT_PRESET, PRESETS, QUALITIES, preset as preset_config
 from ..errors import InvalidInputError
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-SETTINGS = ("name", "preset", "steps", "members", "device", "protein_names", "metadata")
+SETTINGS = ("name", "preset", "quality", "steps", "members", "device", "protein_names", "metadata")
 MAX_SETTINGS_CHARS = 256 * 1024
 MAX_STEPS = 10_000_000
 MAX_MEMBERS = 16
@@ -138,6 +138,9 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
     preset = settings.setdefault("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    quality = settings.setdefault("quality", "quick")
+    if quality not in QUALITIES:
+        raise InvalidInputError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
     steps = settings.setdefault("steps", 0)
     if not _is_int(steps) or not 0 <= steps <= MAX_STEPS:
         raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
