@@ -7,7 +7,7 @@ from typing import Callable
 
 from pymol import CmdException, cmd
 
-from .commands import dsr_surface, dsr_train
+from .commands import dsr_surface, dsr_train, training_note
 from .session import session_for
 from .training import progress_line
 
@@ -100,7 +100,7 @@ class DialogController:
             self.session.tasks[self.model].cancel()
 
     def model_names(self) -> list[str]:
-        """Models ready for queries."""
+        """Models ready for queries (one still training among them, as it stands)."""
         return [info["name"] for info in self.session.backend().models()] if self.session.started else []
 
     @staticmethod
@@ -121,7 +121,8 @@ class DialogController:
     def _show_now(self, model: str, t: float, level: float) -> None:
         try:
             dsr_surface(t=t, model=model, level=level, name=self.surface_name(model), quiet=1, _self=self._self)
-            self.message = f"'{model}' at t = {t:.2f}, level {level:g} Å"
+            note = training_note(self.session.model_info(model))
+            self.message = f"'{model}' at t = {t:.2f}, level {level:g} Å{note}"
         except CmdException as error:
             self.message = error.message
 

@@ -1,6 +1,7 @@
 """The dialog's logic headless (DialogController), and the Qt dialog itself on an offscreen display."""
 import os
 import threading
+import time
 
 import pytest
 from pymol import cmd
@@ -51,6 +52,25 @@ def test_bad_input_and_cancel_are_reported():
     controller.show("never_trained", 0.5, 0.0)
     controller.wait_for_surface(30)
     assert "no DSR model named 'never_trained'" in controller.message
+
+
+def test_the_slider_shows_a_model_while_it_trains():
+    controller = DialogController()
+    assert controller.train("pep", "1-3", "tiny", 100000)
+    task = session_for(cmd).tasks[controller.model]
+    try:
+        deadline = time.time() + 120
+        while not (task.status()["phase"] == "training" and task.status()["step"] > 2):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert controller.model in controller.model_names()
+        controller.show(controller.model, controller.slider_t(50), 0.0)
+        assert controller.wait_for_surface(60)
+        assert cmd.get_type(controller.surface_name(controller.model)) == "object:cgo"
+        assert "t = 0.50" in controller.message and "still training: the model at step" in controller.message
+    finally:
+        controller.cancel()
+        finish(controller)
 
 
 def test_slider_covers_a_quarter_past_the_trained_range():

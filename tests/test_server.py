@@ -268,6 +268,11 @@ def test_same_name_conflicts_and_cancel_of_running_and_queued_jobs(server, serie
     assert set(os.listdir(os.path.join(server.data_dir, "jobs"))) == job_folders  # the refused upload is gone
     queued = server.json("POST", "/jobs", job_upload(series, "later", 10), expect=201)
     server.wait_job(running["id"], until=lambda job: job["phase"] == "training" and job["step"] > 2)
+    info = server.json("GET", "/models/long")  # a model in training answers as it stands
+    assert info["training"]["total"] == 100_000 and info["training"]["step"] > 2 and info["time_range"] == [1.0, 9.0]
+    assert "long" in {model["name"] for model in server.json("GET", "/models")}
+    assert server.request("GET", "/models/long/surface?t=0.5&resolution=24")[0] == 200
+    assert server.request("GET", "/models/long/checkpoint")[0] == 404
     assert server.json("GET", f"/jobs/{queued['id']}")["state"] == "queued"
     assert server.json("POST", f"/jobs/{queued['id']}/cancel")["state"] == "cancelled"
     server.json("POST", f"/jobs/{running['id']}/cancel")
