@@ -5,9 +5,10 @@ neighbour process, ours (the thread settings the engine picks itself) against to
     python benchmarks/thread_scaling.py --atoms dims_atoms.npz     # a machine without MDAnalysis
 
 Training: seconds per step of preset fast on the DIMS frames 0, 2, ... (adenylate kinase) with the step run by
-``Trainer.run`` (what the CLI, the plugin, the worker and the service run: one intra-op thread, the next
-batch drawn in a second thread) against the same steps under ``torch.set_num_threads(n)`` for n = 1, 2 and
-torch's default. Surfaces: seconds for ``--surface-frames`` frames by ``solvent_excluded_surfaces`` (one
+``Trainer.run`` (what the CLI, the plugin, the worker and the service run: one intra-op thread, denormal
+floats flushed, the next batch drawn in a second thread) against the same steps under
+``torch.set_num_threads(n)`` for n = 1, 2 and torch's default with denormals flushed, and under torch's
+defaults as they come (the reference: what a training without these settings gets). Surfaces: seconds for ``--surface-frames`` frames by ``solvent_excluded_surfaces`` (one
 frame per core, one thread each) against one frame after the other on torch's default threads. The busy
 neighbour is ``python -c "while True: pass"``, started for the measurements that name it.
 """
@@ -73,10 +74,12 @@ def ours(trainer: Trainer, steps: int) -> float:
     return (times[-1] - times[2]) / steps
 
 
-def plain(trainer: Trainer, steps: int, threads: int) -> float:
-    """Seconds per step of ``train_step`` under ``torch.set_num_threads(threads)`` (batches drawn in line)."""
+def plain(trainer: Trainer, steps: int, threads: int, flush: bool = True) -> float:
+    """Seconds per step of ``train_step`` under ``torch.set_num_threads(threads)`` (batches drawn in line),
+    denormal floats flushed to zero where ``flush``."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush)
     prefetch, trainer._prefetch = trainer._prefetch, None
     try:
         for _ in range(2):
@@ -88,6 +91,7 @@ def plain(trainer: Trainer, steps: int, threads: int) -> float:
     finally:
         trainer._prefetch = prefetch
         torch.set_num_threads(before)
+        torch.set_flush_denormal(False)
 
 
 def main() -> None:
@@ -114,8 +118,9 @@ def main() -> None:
     rows = []
     for neighbour in (False, True):
         with busy_neighbour(neighbour):
-            timings = {f"{n} thread{'s' if n > 1 else ''}": plain(trainer, args.steps, n)
-                       for n in sorted({1, 2, DEFAULT_THREADS})}
+            timings = {"torch's defaults": plain(trainer, args.steps, DEFAULT_THREADS, flush=False)}
+            timings.update({f"{n} thread{'s' if n > 1 else ''}": plain(trainer, args.steps, n)
+                            for n in sorted({1, 2, DEFAULT_THREADS})})
             timings["ours"] = ours(trainer, args.steps)
             rows.append((neighbour, timings))
     print("\n| surfaces | one after the other, torch default threads | ours (one frame per core) | ratio |")
@@ -130,11 +135,12 @@ def main() -> None:
         label = "busy neighbour" if neighbour else "idle machine"
         print(f"| {label} | " + " | ".join(f"{timings[name]:.3f} s" for name in names) + " |")
     idle, busy = rows[0][1], rows[1][1]
-    default = f"{DEFAULT_THREADS} thread{'s' if DEFAULT_THREADS > 1 else ''}"
-    print(f"\nours against torch's default ({default}): {idle[default] / idle['ours']:.2f}x faster idle, "
-          f"{busy[default] / busy['ours']:.2f}x beside a busy process; the neighbour slows ours "
-          f"{busy['ours'] / idle['ours']:.2f}x and the default {busy[default] / idle[default]:.2f}x (it takes "
-          f"1 of {cpu_workers()} cores)")
+    default = "torch's defaults"
+    print(f"\nours against torch's defaults ({DEFAULT_THREADS} threads, denormals kept): {idle[default] / idle['ours']:.2f}x "
+          f"faster idle, {busy[default] / busy['ours']:.2f}x beside a busy process; against one thread with "
+          f"denormals flushed {idle['1 thread'] / idle['ours']:.2f}x / {busy['1 thread'] / busy['ours']:.2f}x. The "
+          f"neighbour (1 of {cpu_workers()} cores) slows ours {busy['ours'] / idle['ours']:.2f}x and torch's defaults "
+          f"{busy[default] / idle[default]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 from dsr_backend.config import PRECISIONS, preset
 from dsr_backend.evaluate import ReferenceFrames
 from dsr_backend.evaluate_command import frame_indices
-from dsr_backend.metrics import RESOLUTION, Shape, compare
+from dsr_backend.metrics import RESOLUTION, Shape, compare as compare_shapes
 from dsr_backend.query import drop_small_components, narrow_band_sdf_grid
 from dsr_backend.train import Trainer
 from dsr_backend.trained import TrainedModel
@@ -112,7 +112,8 @@ def score(copies: list[dict], shapes: dict[int, Shape], device: str) -> list[dic
         for frame, truth in shapes.items():
             t = float(model.time_map.time_to_fraction(frame))
             grid, _ = narrow_band_sdf_grid(model, t, 0.0, RESOLUTION)
-            rows.append(compare(Shape.from_sdf_grid(drop_small_components(grid) / model.normalization.scale), truth))
+            rows.append(compare_shapes(Shape.from_sdf_grid(drop_small_components(grid) / model.normalization.scale),
+                                       truth))
         means = {name: float(np.mean([row[name] for row in rows])) for name in ("iou", "chamfer", "nc")}
         curve.append(dict(seconds=copy["seconds"], step=copy["step"], loss=copy["loss"], **means,
                           frame_iou=[row["iou"] for row in rows]))

@@ -12,6 +12,22 @@ from .neighbours import nearest, search_method
 from .series import SurfaceSeries
 
 
+MAX_TRAINING_POINTS = 6_000_000
+"""Most surface points a sampler keeps over all frames; beyond it every frame keeps an even share, drawn at
+random (a step draws a few thousand points: even 1,000 frames are each drawn many times over)."""
+
+BYTES_PER_TRAINING_POINT = 130
+"""Memory a sampler takes per surface point it keeps: its float32 copies and the nearest-point search tree."""
+
+
+def kept_sizes(sizes: np.ndarray) -> np.ndarray:
+    """How many of each frame's surface points a sampler keeps (:data:`MAX_TRAINING_POINTS`)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.sum() <= MAX_TRAINING_POINTS:
+        return sizes
+    return np.minimum(sizes, -(-MAX_TRAINING_POINTS // len(sizes)))
+
+
 def knn_distance(points: np.ndarray, k: int, device: torch.device | str = "cpu",
                  method: str = "auto", subsample: int = 1, seed: int = 0) -> np.ndarray:
     """Distance from every point to its k-th nearest other point (k clamped to the cloud size).
@@ -64,7 +80,8 @@ class SeriesSampler:
     """Draws batches from a :class:`SurfaceSeries` held on ``device``.
 
     Each batch takes ``batch_size`` surface points from ``frames_per_step`` frames chosen at random
-    (all frames when 0), the same number of points from each chosen frame. The eikonal samples of D are
+    (all frames when 0), the same number of points from each chosen frame, among the points the sampler
+    keeps (all of them up to :data:`MAX_TRAINING_POINTS` over the series). The eikonal samples of D are
     every surface point moved by Gaussian noise of standard deviation equal to its distance to its
     ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
     [-1, 1]^3 at the times and proteins of random batch points (IGR); ``knn_subsample`` > 1 estimates the
@@ -82,13 +99,16 @@ class SeriesSampler:
         self.frames_per_step = int(frames_per_step) if frames_per_step else series.num_frames
         self.frames_per_step = min(self.frames_per_step, series.num_frames)
         self.num_global = int(round(batch_size * global_fraction))
-        unit = [series.unit_points(i) for i in range(series.num_frames)]
+        sizes = kept_sizes(series.frame_sizes())
+        kept = [np.random.default_rng(i).choice(len(p), size, replace=False) if size < len(p) else slice(None)
+                for i, (p, size) in enumerate(zip(series.points, sizes))]
+        unit = [series.unit_points(i)[rows] for i, rows in enumerate(kept)]
+        normals = [series.normals[i][rows] for i, rows in enumerate(kept)]
         sigmas = [knn_distance(p, knn, self.device, subsample=knn_subsample, seed=i) for i, p in enumerate(unit)]
-        sizes = series.frame_sizes()
         self.sizes = torch.as_tensor(sizes, device=self.device)
         self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), device=self.device)
         self.points = torch.as_tensor(np.concatenate(unit), device=self.device)
-        self.normals = torch.as_tensor(np.concatenate(series.normals), device=self.device)
+        self.normals = torch.as_tensor(np.concatenate(normals), device=self.device)
         self.sigmas = torch.as_tensor(np.concatenate(sigmas), device=self.device)
         self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
         self.frame_protein = torch.as_tensor(series.proteins, device=self.device)

@@ -14,10 +14,6 @@ from typing import Iterator
 
 import torch
 
-TRAINING_THREADS = 1
-"""Intra-op threads of a training step on the CPU (see the module docstring)."""
-
-
 def cpu_workers() -> int:
     """Cores this process may run on: the number of one-thread workers for independent pieces of work."""
     try:

@@ -42,6 +42,15 @@ def test_batches_carry_the_time_node_of_each_point(sphere_series):
         SeriesSampler(sphere_series, batch_size=1000, node_times=node_times[::2])
 
 
+def test_many_frames_keep_an_even_share_of_their_points(sphere_series, monkeypatch):
+    monkeypatch.setattr("dsr_backend.sampling.MAX_TRAINING_POINTS", 2000)
+    sampler = SeriesSampler(sphere_series, batch_size=500)
+    assert sampler.sizes.tolist() == [400] * sphere_series.num_frames  # 2000 over 5 frames
+    kept = sampler.points[:400].numpy()
+    own = sphere_series.unit_points(0)
+    assert cKDTree(own).query(kept)[0].max() < 1e-6 and len(np.unique(kept, axis=0)) == 400
+
+
 def test_knn_distance_small_clouds():
     assert knn_distance(np.zeros((1, 3)), 50).shape == (1,)
     points = np.array([[0, 0, 0], [1, 0, 0], [3, 0, 0]], dtype=np.float32)

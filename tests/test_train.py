@@ -8,6 +8,7 @@ import torch
 
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
+from dsr_backend.errors import ResourceLimitError
 from dsr_backend.query import sdf_grid, unit_grid_axis
 from dsr_backend.checkpoint import model_only, read_checkpoint, save_checkpoint
 from dsr_backend.kplanes import KPlanesConfig
@@ -215,6 +216,13 @@ def test_bad_training_inputs(sphere_series, tmp_path):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
         Trainer(sphere_series, preset("tiny"), device="cuda")
+
+
+def test_a_training_too_large_for_memory_is_refused_with_what_it_needs(sphere_series, monkeypatch):
+    monkeypatch.setattr(train_module, "available_memory_bytes", lambda: 1 << 20)
+    with pytest.raises(ResourceLimitError, match=r"training on 5 frames needs about 0\.\d GiB \(7,500 surface "
+                                                 r"points, [\d,]+ parameters\) but 0\.0 GiB are available"):
+        Trainer(sphere_series, preset("tiny"), device="cpu")
 
 
 def test_corrupted_or_foreign_checkpoint_rejected(tmp_path):
