@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .checkpoint import STORAGES
 from .config import DEFAULT_PRESET, QUALITIES
 from .errors import DSRError, InvalidInputError
 from .evaluate_command import add_evaluate_parser, add_min_component_argument
@@ -118,6 +119,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                             help="torch.compile the training step (default: the preset's; on for fast)"),
         parser.add_argument("--seed", type=int),
+        parser.add_argument("--storage", choices=list(STORAGES),
+                            help="weights of the model file: float32, or float16 deflated (default: the preset's; "
+                                 "float16 for fast)"),
         parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints"),
         parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)"),
         parser.add_argument("--resume", help="continue the run saved in this checkpoint"),
@@ -149,7 +153,8 @@ def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     overrides = {key: value for key, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
-        ("frames_per_step", args.frames_per_step), ("compile", args.compile)) if value is not None}
+        ("frames_per_step", args.frames_per_step), ("compile", args.compile), ("storage", args.storage))
+        if value is not None}
     if not args.config:
         config = preset(args.preset, num_proteins=num_proteins, quality=args.quality, **overrides)
     else:

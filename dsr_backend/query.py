@@ -14,6 +14,7 @@ from skimage import measure
 from .errors import InvalidInputError, ResourceLimitError
 from .narrow_band import narrow_band_grid
 from .series import check_finite_t
+from .threads import flushing_denormals
 from .trained import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def unit_grid_axis(resolution: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, resolution)
 
 
+@flushing_denormals
 def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int | str = 0,
              chunk: int = 65536, max_bytes: int | None = None) -> np.ndarray:
     """SDF in Å on a ``resolution``^3 grid over the series box (the unit cube), axes ordered x, y, z."""
@@ -88,6 +90,7 @@ def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int 
     return grid.reshape(resolution, resolution, resolution) * np.float32(model.normalization.scale)
 
 
+@flushing_denormals
 def narrow_band_sdf_grid(model: TrainedModel, t: float, levels: Sequence[float] | float = 0.0,
                          resolution: int = 128, protein: int | str = 0, chunk: int = 65536,
                          max_bytes: int | None = None) -> tuple[np.ndarray, int]:
@@ -117,6 +120,7 @@ def _finite_levels(levels: Sequence[float] | float) -> np.ndarray:
     return values
 
 
+@flushing_denormals
 def vertex_speed(model: TrainedModel, vertices: np.ndarray, t: float, protein: int = 0,
                  chunk: int = 65536) -> np.ndarray:
     """The normal speed ``-f_t / |grad f|`` at ``vertices`` in Å, in Å per unit of t (one trained range);
@@ -184,6 +188,7 @@ def unit_marching_cubes(grid: np.ndarray, level: float = 0.0) -> tuple[np.ndarra
     return vertices - 1.0, faces.astype(np.int64), -normals  # "descent" normals point inward
 
 
+@flushing_denormals
 def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
                      levels: Sequence[float] | float = 0.0, resolution: int = 128, protein: int | str = 0,
                      with_speed: bool = False, max_bytes: int | None = None,

@@ -12,7 +12,7 @@ from .neighbours import nearest, search_method
 from .series import SurfaceSeries
 
 
-MAX_TRAINING_POINTS = 6_000_000
+MAX_TRAINING_POINTS = 4_000_000
 """Most surface points a sampler keeps over all frames; beyond it every frame keeps an even share, drawn at
 random (a step draws a few thousand points: even 1,000 frames are each drawn many times over)."""
 
@@ -178,8 +178,10 @@ class FrameNearest:
         if self.method != "kdtree":
             self.clouds = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in clouds]
         else:
-            self.tree = cKDTree(np.concatenate([_lifted(c, np.full(len(c), k)) for k, c in enumerate(clouds)]))
-            self.offsets = np.concatenate([[0], np.cumsum([len(c) for c in clouds])[:-1]])
+            sizes = np.array([len(c) for c in clouds])
+            self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            self.tree = cKDTree(_lifted(np.concatenate(clouds), np.repeat(np.arange(len(clouds)), sizes)),
+                                copy_data=False)
 
     def __call__(self, frame: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Index within its ``frame`` (Q,) of the point nearest each query (Q, 3), on the queries' device."""
@@ -200,9 +202,12 @@ nearest point of a query always lies in its own frame."""
 
 
 def _lifted(points: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """(N, 4) points with ``FRAME_SEPARATION`` times their frame index as a fourth coordinate."""
-    return np.concatenate([np.asarray(points, np.float64), FRAME_SEPARATION * np.asarray(frames, np.float64)[:, None]],
-                          axis=1)
+    """(N, 4) points with ``FRAME_SEPARATION`` times their frame index as a fourth coordinate (float64, as the
+    k-d tree keeps them)."""
+    lifted = np.empty((len(points), 4))
+    lifted[:, :3] = points
+    lifted[:, 3] = FRAME_SEPARATION * np.asarray(frames)
+    return lifted
 
 
 def part_slice(length: int, index: int, count: int) -> slice:

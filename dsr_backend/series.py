@@ -23,9 +23,12 @@ class Normalization:
     scale: float
 
     @classmethod
-    def fit(cls, points: np.ndarray, margin: float = BOX_MARGIN) -> "Normalization":
-        """Centre the bounding box of ``points`` and scale its largest half extent by ``margin``."""
-        low, high = points.min(axis=0), points.max(axis=0)
+    def fit(cls, points: np.ndarray | Sequence[np.ndarray], margin: float = BOX_MARGIN) -> "Normalization":
+        """Centre the bounding box of ``points`` (one array, or one per frame) and scale its largest half
+        extent by ``margin``."""
+        frames = [points] if isinstance(points, np.ndarray) else list(points)
+        low = np.min([frame.min(axis=0) for frame in frames], axis=0)
+        high = np.max([frame.max(axis=0) for frame in frames], axis=0)
         half_extent = float((high - low).max()) / 2.0
         scale = margin * max(half_extent, 1e-3)
         return cls(center=tuple(float(c) for c in (low + high) / 2.0), scale=scale)
@@ -159,7 +162,7 @@ class SurfaceSeries:
             raise InvalidInputError(
                 f"protein ids must lie in [0, {len(self.protein_names) - 1}] (one per protein name)")
         if self.normalization is None:
-            self.normalization = Normalization.fit(np.concatenate(self.points))
+            self.normalization = Normalization.fit(self.points)
         if self.time_map is None:
             self.time_map = TimeMap(float(self.times.min()), float(self.times.max()))
 

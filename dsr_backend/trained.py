@@ -13,6 +13,7 @@ from .config import TrainConfig
 from .errors import CheckpointError, InvalidInputError
 from .networks import build_network
 from .series import Normalization, TimeMap, check_finite_t
+from .threads import flushing_denormals
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -75,6 +76,7 @@ class TrainedModel:
             raise InvalidInputError(f"protein index {index} out of range 0..{len(self.protein_names) - 1}")
         return index
 
+    @flushing_denormals
     def sdf(self, points: np.ndarray, t: float, protein: int | str = 0, chunk: int = 65536) -> np.ndarray:
         """Signed distance in Å at ``points`` (P, 3) in Å, at fraction ``t`` of the trained range."""
         points = np.asarray(points, dtype=np.float64)

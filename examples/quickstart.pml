@@ -14,7 +14,7 @@ cmd.load(PSF, "adk")
 cmd.load_traj(DCD, "adk")
 python end
 
-# every 8th of the first 81 states (1, 9, ..., 81), a sixth of the fast schedule (steps=1000), async=0 also makes the GUI wait
+# every 8th of the first 81 states (1, 9, ..., 81), two thirds of the default schedule (steps=1000), async=0 also makes the GUI wait
 dsr_train adk, states=1-81:8, preset=fast, steps=1000, async=0
 dsr_save adk_dsr, demo_out/adk_dsr.pt
 

@@ -34,6 +34,24 @@ def test_train_surface_info_end_to_end(cli_model, sphere, capsys):
     assert main(["info", str(model_path)]) == 0
     text = capsys.readouterr().out
     assert "tiny" in text and "150 of 150" in text and "1 .. 9" in text
+    size = model_path.stat().st_size / 1e6
+    assert f"file         {size:.1f} MB, model, float32 weights" in text
+    assert not (folder / "model.resume.pt").exists()  # the run completed: the model only
+
+
+def test_float16_storage_and_what_dsr_info_says_of_it(cli_model, tmp_path, capsys):
+    _, series_path, model_path = cli_model
+    half = tmp_path / "half.pt"
+    assert main(["train", str(series_path), "-o", str(half), "--preset", "tiny", "--steps", "2", "--device", "cpu",
+                 "--storage", "float16", "-q"]) == 0
+    assert half.stat().st_size < 0.6 * model_path.stat().st_size
+    capsys.readouterr()
+    assert main(["info", str(half)]) == 0
+    assert "model, float16 weights" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(series_path), "-o", str(half), "--storage", "float8", "-q"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'float8'" in capsys.readouterr().err
 
 
 def test_several_times_and_levels_write_one_file_each(cli_model):
@@ -51,12 +69,13 @@ def test_state_selects_fractional_frame(cli_model, sphere):
     assert np.abs(sphere.sdf(vertices, 7.0)).mean() < np.abs(sphere.sdf(vertices, 1.0)).mean()
 
 
-def test_resume_from_cli(cli_model, tmp_path):
+def test_resume_from_cli(cli_model, tmp_path, capsys):
     _, series_path, model_path = cli_model
     copy = tmp_path / "again.pt"
     copy.write_bytes(model_path.read_bytes())
     assert main(["train", str(series_path), "-o", str(copy), "--resume", str(copy), "--steps", "160",
                  "--device", "cpu", "-q"]) == 0
+    assert "has no resume checkpoint beside it: training goes on from its weights" in capsys.readouterr().out
     from dsr_backend import TrainedModel
     assert TrainedModel.load(copy).step == 160
 

@@ -241,6 +241,8 @@ def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(
     ("dsr_train pep, steps=many", "steps must be a whole number"),
     ("dsr_train pep, preset=tiny, members=2", "members apply to preset fast only, not to tiny"),
     ("dsr_train pep, members=0", "members must be at least 1"),
+    ("dsr_train pep, quality=perfect", "unknown quality 'perfect'; choose one of quick, best"),
+    ("dsr_train pep, preview=2", "preview must be 0 or 1, got 2"),
     ("dsr_train pep, device=cuda", "no CUDA GPU"),
     ("dsr_surface t=nan, model={model}", "t must be finite"),
     ("dsr_surface t=0:1, model={model}", "start:stop:count"),
