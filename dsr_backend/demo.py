@@ -4,8 +4,16 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from tqdm import tqdm
 
+from .config import preset
 from .errors import MissingDependencyError
+from .meshio import write_ply
+from .query import extract_surfaces
+from .series import SurfaceSeries
+from .surface import solvent_excluded_surface, solvent_excluded_surfaces
+from .train import train
+from .trajectory import read_atom_frames
 
 DEMO_INSTALL = 'pip install "pymol-dsr[demo]"'
 TRAIN_FRAMES = "0:81:8"      # DIMS frames 0, 8, ..., 80 (the paper trains every 2nd of the first 80)
@@ -57,16 +65,6 @@ def run_demo(output: str = "demo_out", steps: int = 1000, quiet: bool = False) -
 
     Returns the numbers it prints (training time, final loss, held-out surface error in Å).
     """
-    from tqdm import tqdm
-
-    from .config import preset
-    from .meshio import write_ply
-    from .query import extract_surfaces
-    from .series import SurfaceSeries
-    from .surface import solvent_excluded_surface, solvent_excluded_surfaces
-    from .train import train
-    from .trajectory import read_atom_frames
-
     psf, dcd = _adk_files()
     os.makedirs(output, exist_ok=True)
     atoms = read_atom_frames(psf, [dcd], select="protein", frames=TRAIN_FRAMES)

@@ -8,13 +8,12 @@ and checkpoints (written by rank 0 in the single-process format) resume on any n
 Gradients, latent codes included, are averaged by DDP; each process weights its loss by its share of
 the batch so that the average is the loss of the whole batch.
 
-Entry points: ``torchrun --nproc-per-node N -m dsr_backend.distributed ARGS`` (ARGS as for ``dsr train``;
-``-m dsr_backend.train`` is the same), ``dsr train --nproc N`` which runs that command, and
+Used by ``torchrun --nproc-per-node N -m dsr_backend.train_command ARGS`` (ARGS as for ``dsr train``), by
+:func:`launch`, which runs that command on this machine (``dsr train --nproc N``), and by
 :func:`train_distributed`, which spawns the processes on this machine and returns a :class:`TrainResult`.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import os
@@ -43,7 +42,7 @@ from .trained import TrainedModel, resolve_device
 
 logger = logging.getLogger(__name__)
 
-ENTRY_MODULE = "dsr_backend.distributed"
+ENTRY_MODULE = "dsr_backend.train_command"
 POLL_SECONDS = 0.1
 FINISHED_KEY = "dsr/finished"  # a process's key in the group's store once its training is over
 
@@ -174,42 +173,8 @@ def leave_process_group(finished: bool) -> None:
     dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------------- torchrun entry
-def main(argv: Sequence[str] | None = None) -> int:
-    """``torchrun ... -m dsr_backend.distributed ARGS``: ``dsr train ARGS`` on every process; the exit status."""
-    from .cli import add_train_arguments, run_training
-
-    parser = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m dsr_backend.distributed",
-                                     description="Train a DSR model with DistributedDataParallel (one process "
-                                                 "per GPU); the options are those of 'dsr train'.")
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if "RANK" not in os.environ:
-            raise InvalidInputError("no torchrun environment (RANK, WORLD_SIZE, ...): start this module with "
-                                    "torchrun, or use 'dsr train --nproc N'")
-        device = process_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-        init_process_group(device)
-        finished = False
-        try:
-            run_training(args, DistributedTrainer, device, main_process=dist.get_rank() == 0)
-            finished = True
-        except SystemExit:  # a cancelled run: every process stopped at the same step, and rank 0 saved
-            finished = True
-            raise
-        finally:
-            leave_process_group(finished)
-    except DSRError as error:
-        print(f"dsr train (distributed): error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
-
-
 def launch(nproc: int, train_args: Sequence[str]) -> int:
-    """Run ``torchrun --standalone --nproc-per-node nproc -m dsr_backend.distributed train_args``.
+    """Run ``torchrun --standalone --nproc-per-node nproc -m dsr_backend.train_command train_args``.
 
     SIGINT (Ctrl-C) and SIGTERM are passed on to torchrun, which passes them to the processes; after
     SIGINT they stop at the same step and rank 0 saves. Returns torchrun's exit status (130 after SIGINT).
@@ -325,5 +290,6 @@ def train_distributed(series: SurfaceSeries | str | os.PathLike, config: TrainCo
                        seconds=seconds, history=history, last_record=last_record)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the torchrun entry point moved; say where
+    sys.exit("this module is library code: run 'torchrun --nproc-per-node N -m dsr_backend.train_command ARGS' "
+             "or 'dsr train --nproc N ARGS'")

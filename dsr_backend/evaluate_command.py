@@ -6,10 +6,15 @@ import argparse
 import os
 
 import numpy as np
+from tqdm import tqdm
 
 from .errors import InvalidInputError
+from .evaluate import ReferenceFrames, evaluate
 from .query import MIN_COMPONENT
-from .trajectory import parse_frame_slice
+from .report import markdown_table, write_reports
+from .series import SurfaceSeries
+from .trained import TrainedModel
+from .trajectory import parse_frame_slice, read_atom_frames
 
 
 def frame_indices(spec: str, count: int, what: str = "frames") -> list[int]:
@@ -25,25 +30,18 @@ def frame_indices(spec: str, count: int, what: str = "frames") -> list[int]:
 
 
 def load_reference(paths: list[str], select: str, probe: float, spacing: float | None,
-                   no_hydrogens: bool) -> "ReferenceFrames":
+                   no_hydrogens: bool) -> ReferenceFrames:
     """A series ``.npz``, or a topology (and trajectories) whose frames get solvent-excluded surfaces."""
-    from .evaluate import ReferenceFrames
-    from .series import SurfaceSeries
-
     if len(paths) == 1 and paths[0].endswith(".npz"):
         return ReferenceFrames.from_series(SurfaceSeries.load(paths[0]))
-    from .trajectory import read_atom_frames
-
     atoms = read_atom_frames(paths[0], paths[1:], select=select, frames=":", include_hydrogens=not no_hydrogens)
     grid = {} if spacing is None else {"spacing": spacing}
     return ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float), probe, **grid)
 
 
-def training_times(model, reference: "ReferenceFrames", spec: str | None, protein: int | str = 0) -> list[float]:
+def training_times(model, reference: ReferenceFrames, spec: str | None, protein: int | str = 0) -> list[float]:
     """The times the model was trained on for ``protein``: ``--train-frames`` of the reference, else the
     frames of that protein in the series the checkpoint names."""
-    from .series import SurfaceSeries
-
     if spec:
         return [float(reference.times[i]) for i in frame_indices(spec, len(reference), "--train-frames")]
     series = model.metadata.get("series")
@@ -55,12 +53,6 @@ def training_times(model, reference: "ReferenceFrames", spec: str | None, protei
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from .evaluate import evaluate
-    from .report import markdown_table, write_reports
-    from .trained import TrainedModel
-
     model = TrainedModel.load(args.model, device=args.device)
     reference = load_reference(args.reference, args.select, args.probe, args.spacing, args.no_hydrogens)
     frames = frame_indices(args.frames, len(reference))

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import dataclasses
@@ -321,7 +322,6 @@ def train(series: SurfaceSeries, config: TrainConfig, checkpoint: str | os.PathL
     return Trainer(series, config, device, metadata).run(checkpoint, progress, cancel)
 
 
-if __name__ == "__main__":  # ``torchrun --nproc-per-node N -m dsr_backend.train ...``
-    from .distributed import main
-
-    raise SystemExit(main())
+if __name__ == "__main__":  # the torchrun entry point moved; say where
+    sys.exit("this module is library code: run 'torchrun --nproc-per-node N -m dsr_backend.train_command ARGS' "
+             "or 'dsr train --nproc N ARGS'")

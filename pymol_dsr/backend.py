@@ -3,7 +3,7 @@
 Every backend offers the methods of :class:`Backend` with plain dicts, lists and numpy arrays, so the
 commands never care where training runs. Embedded backends:
 
-- in-process: ``dsr_backend.worker.Engine`` in PyMOL's own Python (torch imported on first use), training
+- in-process: ``dsr_backend.engine.Engine`` in PyMOL's own Python (torch imported on first use), training
   in a daemon thread;
 - subprocess: ``<python> -m dsr_backend.worker`` of another Python that has torch, spoken to in JSON
   lines over stdin/stdout with arrays in temporary ``.npz`` files (see :mod:`dsr_backend.worker`).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -63,20 +64,25 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+OPERATIONS = tuple(name for name in vars(Backend) if not name.startswith("_") and callable(vars(Backend)[name])
+                   and name != "close")
+"""The operations every backend offers (the engine's, :data:`dsr_backend.engine.OPERATIONS`)."""
+
+
 def torch_in_pymol() -> bool:
     """Whether PyMOL's Python can import torch and dsr_backend (checked without importing them)."""
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "dsr_backend"))
 
 
 class InProcessBackend:
-    """``dsr_backend.worker.Engine`` in PyMOL's own Python; the engine's errors
+    """``dsr_backend.engine.Engine`` in PyMOL's own Python; the engine's errors
     (``dsr_backend.errors.DSRError``) reach PyMOL as one-line ``CmdException`` messages."""
 
     def __init__(self) -> None:
         if not torch_in_pymol():
             raise CmdException(install_hint())
         from dsr_backend.errors import DSRError
-        from dsr_backend.worker import Engine
+        from dsr_backend.engine import Engine
 
         self._engine, self._errors = Engine(), DSRError
         self.label = f"in-process (a thread of PyMOL's Python, {sys.executable})"
@@ -195,56 +201,25 @@ class SubprocessBackend:
             raise CmdException(reply.get("error", "the DSR backend failed"))
         return _unpack(reply["result"], _read_arrays(reply.get("arrays")))
 
-    def describe(self) -> dict:
-        return self._call("describe")
+    def __getattr__(self, name: str):
+        """The operation ``name`` of :class:`Backend`, sent to the worker with its arguments bound by name."""
+        if name not in OPERATIONS:
+            raise AttributeError(name)
+        signature = inspect.signature(getattr(Backend, name))
 
-    def submit_train(self, settings: dict, arrays: dict[str, np.ndarray]) -> str:
-        return self._call("submit_train", arrays=arrays, settings=settings)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = {key: _plain(value) for key, value in list(bound.arguments.items())[1:]}
+            return self._call(name, arrays=arguments.pop("arrays", None), **arguments)
+
+        return call
 
     def job(self, job_id: str) -> dict:
+        """The latest job event the worker sent, else the job asked for."""
         with self._lock:
             latest = self._jobs.get(job_id)
         return latest if latest is not None else self._call("job", job_id=job_id)
-
-    def jobs(self) -> list[dict]:
-        return self._call("jobs")
-
-    def cancel(self, job_id: str) -> dict:
-        return self._call("cancel", job_id=job_id)
-
-    def wait(self, job_id: str, timeout: float | None = None) -> dict:
-        return self._call("wait", job_id=job_id, timeout=timeout)
-
-    def models(self) -> list[dict]:
-        return self._call("models")
-
-    def model_info(self, name: str) -> dict:
-        return self._call("model_info", name=name)
-
-    def save_model(self, name: str, path: str) -> dict:
-        return self._call("save_model", name=name, path=path)
-
-    def load_model(self, path: str, name: str, device: str = "") -> dict:
-        return self._call("load_model", path=path, name=name, device=device)
-
-    def delete_model(self, name: str) -> dict:
-        return self._call("delete_model", name=name)
-
-    def surfaces(self, model: str, ts: list[float], levels: list[float], resolution: int = 64,
-                 protein: int | str = 0, with_speed: bool = False,
-                 min_component: float | None = None) -> list[list[dict]]:
-        return self._call("surfaces", model=model, ts=list(ts), levels=list(levels), resolution=resolution,
-                          protein=protein, with_speed=with_speed, min_component=min_component)
-
-    def sdf_grid(self, model: str, t: float, resolution: int = 64, protein: int | str = 0) -> dict:
-        return self._call("sdf_grid", model=model, t=t, resolution=resolution, protein=protein)
-
-    def evaluate(self, model: str, arrays: dict[str, np.ndarray], train_times: list[float], protein: int | str = 0,
-                 resolution: int = 128, samples: int = 300_000, baselines: bool = True,
-                 frames: list[int] | None = None, all_times: list[float] | None = None) -> dict:
-        return self._call("evaluate", arrays=arrays, model=model, train_times=list(train_times), protein=protein,
-                          resolution=resolution, samples=samples, baselines=baselines, frames=frames,
-                          all_times=all_times)
 
     def close(self) -> None:
         """End the worker (it cancels its jobs and deletes its files)."""
@@ -254,6 +229,15 @@ class SubprocessBackend:
                 self._process.wait(60)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+
+
+def _plain(value: Any) -> Any:
+    """An argument as JSON carries it: numpy numbers and vectors as Python numbers and lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _read_arrays(path: str | None) -> dict[str, np.ndarray]:

@@ -16,9 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dsr_backend import Trainer, TrainedModel, TrainingDivergedError, preset, train
 from dsr_backend.checkpoint import read_checkpoint, resume_path
-from dsr_backend.cli import build_parser, train_argv
+from dsr_backend.cli import build_parser
 from dsr_backend.cli import main as dsr_main
-from dsr_backend.distributed import main as distributed_main
+from dsr_backend.train_command import main as distributed_main, train_argv
 from dsr_backend.distributed import leave_process_group, train_distributed
 from dsr_backend.loss import igr_loss
 from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient

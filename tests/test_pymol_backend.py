@@ -9,7 +9,7 @@ import pytest
 from pymol import CmdException, cmd
 from scipy.spatial import cKDTree
 
-from dsr_backend.worker import Engine
+from dsr_backend.engine import Engine
 from pymol_dsr import backend as backends
 from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.backend import SubprocessBackend, embedded_backend

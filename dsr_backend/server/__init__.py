@@ -2,6 +2,6 @@
 
 Modules, one job each: :mod:`.auth` (the bearer token), :mod:`.store` (jobs and models in SQLite),
 :mod:`.uploads` (validation of everything a client sends), :mod:`.jobs` (the queue over
-:class:`dsr_backend.worker.Engine`), :mod:`.wire` (meshes as ``.npz``), :mod:`.app` (the routes) and
+:class:`dsr_backend.engine.Engine`), :mod:`.wire` (meshes as ``.npz``), :mod:`.app` (the routes) and
 :mod:`.serve` (the command line).
 """

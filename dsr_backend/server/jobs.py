@@ -1,4 +1,4 @@
-"""The service's jobs and models: a persistent queue over :class:`dsr_backend.worker.Engine`.
+"""The service's jobs and models: a persistent queue over :class:`dsr_backend.engine.Engine`.
 
 Every job and model is a row in SQLite (:class:`~.store.Store`); a job's files lie in
 ``DATA_DIR/jobs/<id>/``: ``input.npz`` (the validated upload), ``series.npz``, ``checkpoint.pt`` and
@@ -27,7 +27,7 @@ from .. import __version__
 from ..checkpoint import resume_path
 from ..errors import DSRError, InvalidInputError
 from ..trained import TrainedModel
-from ..worker import Engine
+from ..engine import Engine
 from . import uploads
 from .store import Store
 

@@ -63,7 +63,7 @@ def read_npz(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
 
 
 def training_upload(data: bytes, max_bytes: int, max_frames: int = 10_000) -> tuple[dict, dict[str, np.ndarray]]:
-    """Settings and training arrays of a job upload (see :mod:`dsr_backend.worker` for the arrays).
+    """Settings and training arrays of a job upload (see :mod:`dsr_backend.engine` for the arrays).
 
     The archive holds ``settings`` (a JSON object as a string array), ``times``, ``sizes``, optionally
     ``proteins``, and either ``coords`` + ``radii`` (atoms) or ``points`` + ``normals`` (surfaces).
@@ -168,7 +168,7 @@ def evaluation_upload(data: bytes, max_bytes: int, max_resolution: int) -> tuple
 
     The archive holds ``settings`` (a JSON object: ``train_times``, and optionally ``protein``,
     ``resolution``, ``samples``, ``baselines``, ``frames``, ``all_times``; see
-    :meth:`dsr_backend.worker.Engine.evaluate`), ``times`` (K,), ``coords`` (K, N, 3) Å and ``radii`` (N,).
+    :meth:`dsr_backend.engine.Engine.evaluate`), ``times`` (K,), ``coords`` (K, N, 3) Å and ``radii`` (N,).
     """
     arrays = read_npz(data, max_bytes)
     expected = ("settings", "times", "coords", "radii")
