@@ -17,7 +17,7 @@ import torch
 
 from dsr_backend import preset
 from dsr_backend.loss import igr_loss
-from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient
+from dsr_backend.mlp import SpaceTimeSDF, reference_sdf_and_gradient
 from dsr_backend.sampling import SeriesSampler
 from dsr_backend.synthetic import MovingSphere
 from dsr_backend.train import cuda_matmul_precision

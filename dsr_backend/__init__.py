@@ -11,7 +11,7 @@ from .config import PRESETS, TrainConfig, preset
 from .errors import (CheckpointError, DSRError, InvalidInputError, MissingDependencyError, ResourceLimitError,
                      TrainingCancelled, TrainingDivergedError)
 from .kplanes import KPlanesConfig, KPlanesEnsemble, KPlanesSDF
-from .model import ModelConfig, SpaceTimeSDF
+from .mlp import ModelConfig, SpaceTimeSDF
 from .query import Mesh, extract_surface, extract_surfaces, sdf_grid
 from .series import Normalization, SurfaceSeries, TimeMap
 from .train import Trainer, TrainResult, train

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zlib
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "pymol-dsr-checkpoint"
@@ -81,19 +81,10 @@ def is_resume_checkpoint(state: dict[str, Any]) -> bool:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``state`` to ``path`` atomically (a crash never leaves half a file), making its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    atomic_write(path, lambda handle: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                                                 **state}, handle))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

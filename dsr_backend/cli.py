@@ -1,4 +1,4 @@
-"""The ``dsr`` command line: surfaces from trajectories, training, surface queries, model info, demo."""
+"""The ``dsr`` command line: molecular surfaces of trajectories, training, surface queries, model info, demo."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +44,8 @@ def parse_times(values: Sequence[str]) -> list[float]:
     return times
 
 
-# ---------------------------------------------------------------------- dsr surfaces
-def cmd_surfaces(args: argparse.Namespace) -> None:
+# ---------------------------------------------------------------------- dsr molsurf
+def cmd_molsurf(args: argparse.Namespace) -> None:
     atoms = read_atom_frames(args.topology, args.trajectory, select=args.select, frames=args.frames,
                              include_hydrogens=not args.no_hydrogens)
     grid = {} if args.spacing is None else {"spacing": args.spacing}
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("surfaces", help="solvent-excluded surfaces of a trajectory -> series .npz")
+    p = commands.add_parser("molsurf", help="molecular (solvent-excluded) surfaces of a trajectory -> series .npz")
     p.add_argument("topology", help="topology or structure file (PSF, PDB, GRO, ...)")
     p.add_argument("trajectory", nargs="*", help="trajectory files (DCD, XTC, ...), joined in order")
     p.add_argument("--select", default="protein", help="MDAnalysis selection (default: protein)")
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="protein name stored in the series (default: topology file name)")
     p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_surfaces)
+    p.set_defaults(func=cmd_molsurf)
 
     p = commands.add_parser("series", help="oriented points of given surfaces (PLY/OBJ with normals) -> series .npz")
     p.add_argument("files", nargs="+", help="one .ply or .obj per frame, in time order, with vertex normals")
@@ -214,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RENAMED = {"surfaces": "molsurf"}
+"""Former command names and what they are called now."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dsr`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in RENAMED:
+        print(f"dsr: error: 'dsr {argv[0]}' is now 'dsr {RENAMED[argv[0]]}' (same options)", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -8,7 +8,7 @@ from typing import Any
 from .checkpoint import STORAGES
 from .errors import InvalidInputError
 from .kplanes import KPlanesConfig
-from .model import ModelConfig
+from .mlp import ModelConfig
 from .networks import NetworkConfig, network_config_from_dict, network_config_to_dict
 
 PRECISIONS = ("fp32", "tf32", "bf16")

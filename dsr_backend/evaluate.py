@@ -51,7 +51,7 @@ class ReferenceFrames:
     """Ground-truth surfaces of trajectory frames, from atoms (a solvent-excluded surface mesh per frame,
     computed when first needed) or from given oriented points (a series).
 
-    ``times`` are in the unit of the model's time map: trajectory frame numbers for ``dsr surfaces``
+    ``times`` are in the unit of the model's time map: trajectory frame numbers for ``dsr molsurf``
     series, state numbers for PyMOL models.
     """
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-from typing import IO, Callable
+from typing import IO
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -72,25 +72,6 @@ def _check_value_name(value_name: str) -> str:
         raise InvalidInputError(f"value_name must not be one of {', '.join(_RESERVED_VERTEX_PROPERTIES)}; "
                                 f"got {value_name!r}")
     return value_name
-
-
-# ----------------------------------------------------------------------------- atomic writing
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path`` and move it into place only on success."""
-    path = os.path.abspath(os.fspath(path))
-    directory, name = os.path.split(path)
-    if not os.path.isdir(directory):
-        raise InvalidInputError(f"cannot write {path}: directory {directory} does not exist")
-    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- PLY
@@ -158,7 +139,7 @@ def write_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
     if values is not None:
         values = _check_per_vertex(values, "values", (len(vertices),))
         value_name = _check_value_name(value_name)
-    _atomic_write(path, lambda handle: _write_ply_payload(handle, vertices, faces, normals, values, value_name))
+    atomic_write(path, lambda handle: _write_ply_payload(handle, vertices, faces, normals, values, value_name))
     logger.info("wrote %s (%d vertices, %d faces)", os.fspath(path), len(vertices), len(faces))
 
 
@@ -334,7 +315,7 @@ def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
     faces = _check_faces(faces, len(vertices))
     if normals is not None:
         normals = _check_per_vertex(normals, "normals", vertices.shape)
-    _atomic_write(path, lambda handle: _write_obj_payload(handle, vertices, faces, normals))
+    atomic_write(path, lambda handle: _write_obj_payload(handle, vertices, faces, normals))
     logger.info("wrote %s (%d vertices, %d faces)", os.fspath(path), len(vertices), len(faces))
 
 

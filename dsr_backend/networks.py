@@ -1,6 +1,6 @@
 """The space-time SDF architectures a DSR model can use, chosen by the type of its configuration.
 
-``mlp`` is the paper's network (:class:`~dsr_backend.model.SpaceTimeSDF`); ``kplanes`` the fast factorised
+``mlp`` is the paper's network (:class:`~dsr_backend.mlp.SpaceTimeSDF`); ``kplanes`` the fast factorised
 one (:class:`~dsr_backend.kplanes.KPlanesSDF`, or with ``members`` > 1 the mean of several,
 :class:`~dsr_backend.kplanes.KPlanesEnsemble`). All take (x, t, protein) and offer ``sdf_and_gradient``,
 and the loss finds their ``latents`` (the ensemble's in its ``members``), so training, checkpoints and
@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import InvalidInputError
 from .kplanes import KPlanesConfig, build_kplanes
-from .model import ModelConfig, SpaceTimeSDF
+from .mlp import ModelConfig, SpaceTimeSDF
 
 NetworkConfig = Union[ModelConfig, KPlanesConfig]
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import InvalidInputError
 
 SERIES_FORMAT = "pymol-dsr-series"
@@ -204,17 +204,7 @@ class SurfaceSeries:
             protein_names=np.array(self.protein_names, dtype=str),
             center=np.array(self.normalization.center), scale=np.array(self.normalization.scale),
             time_range=np.array([self.time_map.start, self.time_map.stop]))
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".series-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SurfaceSeries":

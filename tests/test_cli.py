@@ -84,11 +84,17 @@ def test_surfaces_from_a_trajectory(tmp_path):
     from MDAnalysisTests.datafiles import DCD, PSF
 
     out = tmp_path / "adk.npz"
-    assert main(["surfaces", PSF, DCD, "--frames", "0:20:10", "--spacing", "0.7", "-o", str(out), "-q"]) == 0
+    assert main(["molsurf", PSF, DCD, "--frames", "0:20:10", "--spacing", "0.7", "-o", str(out), "-q"]) == 0
     series = SurfaceSeries.load(out)
     assert series.num_frames == 2 and series.times.tolist() == [0.0, 10.0]
     assert series.protein_names == ["adk"]
     assert all(len(p) > 10000 for p in series.points)
+
+
+def test_the_former_name_of_molsurf_says_the_new_one(tmp_path, capsys):
+    assert main(["surfaces", "adk.psf", "-o", str(tmp_path / "x.npz")]) == 2
+    assert capsys.readouterr().err.strip() == "dsr: error: 'dsr surfaces' is now 'dsr molsurf' (same options)"
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_series_from_given_oriented_points(tmp_path, sphere_series):
@@ -119,7 +125,7 @@ def test_series_from_given_oriented_points(tmp_path, sphere_series):
     (["surface", "{model}", "--t", "0.5", "--resolution", "100000", "-o", "{tmp}/x.ply"], "use a resolution of at most"),
     (["surface", "{model}", "--t", "0.5", "-o", "{tmp}/x.stl"], "output must end in .ply or .obj"),
     (["surface", "{model}", "--t", "a:b", "-o", "{tmp}/x.ply"], "START:STOP:COUNT"),
-    (["surfaces", "{tmp}/none.psf", "-o", "{tmp}/x.npz"], "none.psf"),
+    (["molsurf", "{tmp}/none.psf", "-o", "{tmp}/x.npz"], "none.psf"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv, message):
     _, series_path, model_path = cli_model

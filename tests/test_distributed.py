@@ -21,7 +21,7 @@ from dsr_backend.cli import main as dsr_main
 from dsr_backend.train_command import main as distributed_main, train_argv
 from dsr_backend.distributed import leave_process_group, train_distributed
 from dsr_backend.loss import igr_loss
-from dsr_backend.model import SpaceTimeSDF, reference_sdf_and_gradient
+from dsr_backend.mlp import SpaceTimeSDF, reference_sdf_and_gradient
 from dsr_backend.sampling import SeriesSampler, part_slice
 
 WEIGHT_TOLERANCE = 1e-5

@@ -121,7 +121,7 @@ def atom_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluate")
     traj, series, model = folder / "rod.xyz", folder / "series.npz", folder / "model.pt"
     write_xyz(traj)
-    assert main(["surfaces", str(traj), "--select", "all", "--frames", "0:9:2", "-o", str(series), "-q"]) == 0
+    assert main(["molsurf", str(traj), "--select", "all", "--frames", "0:9:2", "-o", str(series), "-q"]) == 0
     assert main(["train", str(series), "-o", str(model), "--preset", "tiny", "--steps", "150", "--device", "cpu",
                  "-q"]) == 0
     return folder, traj, model

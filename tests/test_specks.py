@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from dsr_backend import InvalidInputError, extract_surface
 from dsr_backend.config import preset
-from dsr_backend.model import SDFWithGradient
+from dsr_backend.sdf import SDFWithGradient
 from dsr_backend.query import drop_small_components
 from dsr_backend.series import Normalization, TimeMap
 from dsr_backend.trained import TrainedModel

@@ -3,7 +3,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dsr_backend import ModelConfig, SpaceTimeSDF, preset
-from dsr_backend.model import reference_sdf_and_gradient
+from dsr_backend.mlp import reference_sdf_and_gradient
 from dsr_backend.synthetic import fibonacci_sphere
 
 SMALL = ModelConfig(hidden=32, layers=4, skip_layer=2, latent_dim=6, num_proteins=3)
