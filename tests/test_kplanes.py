@@ -13,8 +13,7 @@ from dsr_backend.cli import main
 from dsr_backend.networks import build_network, network_config_from_dict, network_config_to_dict
 from dsr_backend.query import sdf_grid
 
-from .shapes import grid_iou
-from .test_train import analytic_grid
+from .shapes import analytic_grid, grid_iou
 
 EVEN = tuple(np.linspace(-1.0, 1.0, 5))
 SMALL = KPlanesConfig(space_resolutions=(16, 32), node_times=EVEN, features=8, hidden=32, latent_dim=4,

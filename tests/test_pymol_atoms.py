@@ -6,30 +6,10 @@ from scipy.spatial import cKDTree
 
 from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.pymol_surface import pymol_surfaces
+from tests.conftest import add_states, hinge_peptide
 
 
-@pytest.fixture(autouse=True)
-def fresh_pymol():
-    cmd.reinitialize()
-    cmd.feedback("disable", "all", "everything")
-    yield
-    cmd.reinitialize()
-
-
-def add_states(name: str, count: int, angle: float = 20.0) -> None:
-    """States 2..count of ``name``: its second half turned about the x axis by ``angle`` degrees per state."""
-    atoms = cmd.count_atoms(f"{name} and name CA")
-    hinge = cmd.get_coords(f"{name} and name CA and resi {atoms // 2}", 1)[0].tolist()
-    for state in range(2, count + 1):
-        cmd.create(name, name, 1, state)
-        cmd.rotate("x", angle * (state - 1), f"{name} and resi {atoms // 2 + 1}-{atoms}", state=state, camera=0,
-                   origin=hinge)
-
-
-def hinge_peptide(name: str = "pep", states: int = 5, angle: float = 20.0) -> None:
-    """A helical 12-residue peptide whose C-terminal half swings about its middle over the states."""
-    cmd.fab("ACDEFGHIKLMN", name, ss=1)
-    add_states(name, states, angle)
+pytestmark = pytest.mark.usefixtures("fresh_pymol")
 
 
 def test_coordinates_and_radii_equal_get_coords_and_vdw():

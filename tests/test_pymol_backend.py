@@ -15,7 +15,7 @@ from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.backend import SubprocessBackend, embedded_backend
 from pymol_dsr.commands import dsr_backend, dsr_surface, dsr_train, register
 from pymol_dsr.training import atom_arrays
-from tests.test_pymol_atoms import hinge_peptide
+from tests.conftest import hinge_peptide
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -11,7 +11,7 @@ from scipy.spatial import cKDTree
 import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.commands import dsr_list, dsr_status, dsr_surface, dsr_train, dsr_wait, register, update_preview
 from pymol_dsr.session import session_for
-from tests.test_pymol_atoms import hinge_peptide
+from tests.conftest import hinge_peptide
 
 MODEL = "pep_model"
 OPERANDS = {cgo.BEGIN: 1, cgo.END: 0, cgo.COLOR: 3, cgo.NORMAL: 3, cgo.VERTEX: 3}
@@ -28,12 +28,9 @@ def trained():
 
 
 @pytest.fixture(autouse=True)
-def fresh_pymol():
-    cmd.reinitialize()
-    cmd.feedback("disable", "all", "everything")
+def peptide(fresh_pymol):
+    """A fresh PyMOL holding the hinged peptide."""
     hinge_peptide()
-    yield
-    cmd.reinitialize()
 
 
 def read_cgo(name: str, state: int = 1) -> list[dict]:

@@ -8,16 +8,13 @@ from pymol import cmd
 
 from pymol_dsr.controller import DialogController, LatestOnly
 from pymol_dsr.session import session_for
-from tests.test_pymol_atoms import hinge_peptide
+from tests.conftest import hinge_peptide
 
 
 @pytest.fixture(autouse=True)
-def fresh_pymol():
-    cmd.reinitialize()
-    cmd.feedback("disable", "all", "everything")
+def peptide(fresh_pymol):
+    """A fresh PyMOL holding the hinged peptide."""
     hinge_peptide(states=3)
-    yield
-    cmd.reinitialize()
 
 
 def finish(controller: DialogController) -> None:

@@ -8,7 +8,7 @@ import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.evaluation import dsr_evaluate
 from pymol_dsr.session import session_for
 from tests.server_process import ServerProcess
-from tests.test_pymol_atoms import hinge_peptide
+from tests.conftest import hinge_peptide
 
 
 

@@ -15,7 +15,7 @@ from pymol_dsr.remote import TOKEN_VARIABLE, RemoteBackend
 from pymol_dsr.session import session_for
 from pymol_dsr.training import TrainTask, atom_arrays, train_settings
 from tests.server_process import ServerProcess
-from tests.test_pymol_atoms import hinge_peptide
+from tests.conftest import hinge_peptide
 
 
 @pytest.fixture(scope="module")

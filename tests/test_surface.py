@@ -167,7 +167,11 @@ GOOD_RADII = np.array([1.5, 1.5])
 def test_bad_input_is_rejected(coords, radii, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         solvent_excluded_surface(coords, radii, **kwargs)
-    assert issubclass(InvalidInputError, ValueError)
+
+
+def test_bad_input_is_a_value_error_to_callers_that_catch_those():
+    with pytest.raises(ValueError, match="probe must be"):
+        solvent_excluded_surface(GOOD_COORDS, GOOD_RADII, probe=-1.0)
 
 
 def test_too_large_grid_is_refused_before_allocating():

@@ -9,7 +9,7 @@ import torch
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
 from dsr_backend.errors import ResourceLimitError
-from dsr_backend.query import sdf_grid, unit_grid_axis
+from dsr_backend.query import sdf_grid
 from dsr_backend.checkpoint import model_only, read_checkpoint, save_checkpoint
 from dsr_backend.kplanes import KPlanesConfig
 from dsr_backend.loss import igr_loss
@@ -17,16 +17,10 @@ from dsr_backend.train import cuda_matmul_precision
 
 train_module = sys.modules["dsr_backend.train"]  # the package exports the function train under that name
 
-from .shapes import grid_iou
+from .shapes import analytic_grid, grid_iou
 
 
 SMALL_KPLANES = KPlanesConfig(space_resolutions=(8, 16), features=8, hidden=16, latent_dim=4)
-
-
-def analytic_grid(model, sphere, state, resolution):
-    axis = unit_grid_axis(resolution)
-    nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    return sphere.sdf(model.normalization.to_angstrom(nodes), state).reshape((resolution,) * 3)
 
 
 @pytest.mark.parametrize("state", [2.0, 6.0])  # held-out states between training frames
@@ -212,9 +206,12 @@ def test_bad_training_inputs(sphere_series, tmp_path):
         Trainer(sphere_series, preset("tiny", num_proteins=2))
     with pytest.raises(InvalidInputError, match="precision"):
         preset("tiny", precision="fp8")
+
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_refused(sphere_series):
     with pytest.raises(InvalidInputError, match="no CUDA"):
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present")
         Trainer(sphere_series, preset("tiny"), device="cuda")
 
 
