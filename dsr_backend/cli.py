@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .checkpoint import is_resume_checkpoint, read_checkpoint
 from .config import TrainConfig
 from .demo import run_demo
-from .errors import DSRError, InvalidInputError
+from .errors import InvalidInputError, exit_status
 from .evaluate_command import add_evaluate_parser, add_min_component_argument
 from .meshio import SUPPORTED_SUFFIXES, read_obj, read_ply, write_mesh
 from .query import extract_surfaces
@@ -228,14 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except DSRError as error:
-        print(f"dsr {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
+    return exit_status(f"dsr {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
     # Besides the IGR terms it fits the signed distance to the surface near it; its gradient is computed in
     # closed form and the loss compiled, and 1,500 steps with the learning rate halved every 300 (chosen on
-    # DIMS: the fastest schedule that reaches the paper's reconstruction scores; see docs/results.md).
+    # DIMS: the fastest schedule that reaches the paper's reconstruction IoU and Chamfer; docs/results.md).
     "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=1500, lr=2e-2,
                  lr_decay_epochs=300, time_smoothness=1e-3, distance_weight=1.0, knn_subsample=10, compile=True,
                  storage="float16"),

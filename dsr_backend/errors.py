@@ -1,4 +1,8 @@
 """Exceptions raised by dsr_backend; each carries a message meant for the user."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
 
 
 class DSRError(Exception):
@@ -27,3 +31,16 @@ class ResourceLimitError(DSRError, MemoryError):
 
 class MissingDependencyError(DSRError, ImportError):
     """An optional dependency is not installed; the message names the pip command."""
+
+
+def exit_status(command: str, run: Callable[[], None]) -> int:
+    """Run a command's body and return its exit status: 0, 2 with the one-line message of a :class:`DSRError`
+    on stderr (``<command>: error: ...``), or the status a ``SystemExit`` carries."""
+    try:
+        run()
+    except DSRError as error:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0

@@ -44,7 +44,7 @@ def torch_nearest(queries: torch.Tensor, points: torch.Tensor, k: int = 1) -> tu
 
 def keops_nearest(queries: torch.Tensor, points: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances and indices, each (Q, k), of the ``k`` points nearest to each query, by pykeops."""
-    from pykeops.torch import LazyTensor
+    from pykeops.torch import LazyTensor  # optional at run time; importing it starts its compiler set-up
 
     rows = LazyTensor(queries[:, None, :].contiguous())
     cols = LazyTensor(points[None, :, :].contiguous())

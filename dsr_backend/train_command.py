@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .checkpoint import STORAGES
 from .config import DEFAULT_PRESET, QUALITIES, TrainConfig, preset
 from .distributed import DistributedTrainer, init_process_group, launch, leave_process_group, process_device
-from .errors import DSRError, InvalidInputError
+from .errors import InvalidInputError, exit_status
 from .series import SurfaceSeries
 from .train import Trainer
 
@@ -155,27 +155,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return exit_status("dsr train (distributed)", lambda: train_in_process_group(args))
+
+
+def train_in_process_group(args: argparse.Namespace) -> None:
+    """This torchrun process's share of ``dsr train``: join the group, train, leave it."""
+    if "RANK" not in os.environ:
+        raise InvalidInputError("no torchrun environment (RANK, WORLD_SIZE, ...): start this module with "
+                                "torchrun, or use 'dsr train --nproc N'")
+    device = process_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
+    init_process_group(device)
+    finished = False
     try:
-        if "RANK" not in os.environ:
-            raise InvalidInputError("no torchrun environment (RANK, WORLD_SIZE, ...): start this module with "
-                                    "torchrun, or use 'dsr train --nproc N'")
-        device = process_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-        init_process_group(device)
-        finished = False
-        try:
-            run_training(args, DistributedTrainer, device, main_process=dist.get_rank() == 0)
-            finished = True
-        except SystemExit:  # a cancelled run: every process stopped at the same step, and rank 0 saved
-            finished = True
-            raise
-        finally:
-            leave_process_group(finished)
-    except DSRError as error:
-        print(f"dsr train (distributed): error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
+        run_training(args, DistributedTrainer, device, main_process=dist.get_rank() == 0)
+        finished = True
+    except SystemExit:  # a cancelled run: every process stopped at the same step, and rank 0 saved
+        finished = True
+        raise
+    finally:
+        leave_process_group(finished)
 
 
 if __name__ == "__main__":

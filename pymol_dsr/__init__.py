@@ -22,7 +22,7 @@ register()
 
 def __init_plugin__(app=None) -> None:
     """Add Plugin > DSR... to PyMOL's menu (Qt GUI only; without Qt the commands still work)."""
-    from pymol.plugins import addmenuitemqt
+    from pymol.plugins import addmenuitemqt  # Qt: only when PyMOL starts its GUI plugins
 
     try:
         addmenuitemqt("DSR...", _open_dialog)
@@ -31,6 +31,6 @@ def __init_plugin__(app=None) -> None:
 
 
 def _open_dialog() -> None:
-    from .dialog import open_dialog
+    from .dialog import open_dialog  # Qt widgets: only when the menu entry is used
 
     open_dialog()

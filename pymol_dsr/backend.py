@@ -81,8 +81,9 @@ class InProcessBackend:
     def __init__(self) -> None:
         if not torch_in_pymol():
             raise CmdException(install_hint())
-        from dsr_backend.errors import DSRError
+        # torch comes with the engine: only once an in-process backend is chosen, never at plugin import
         from dsr_backend.engine import Engine
+        from dsr_backend.errors import DSRError
 
         self._engine, self._errors = Engine(), DSRError
         self.label = f"in-process (a thread of PyMOL's Python, {sys.executable})"

@@ -126,7 +126,7 @@ def open_dialog() -> DSRDialog:
     """Show the DSR dialog (creating it once)."""
     global _dialog
     if _dialog is None:
-        from pymol.gui import get_qtwindow
+        from pymol.gui import get_qtwindow  # exists only in PyMOL's Qt GUI
 
         _dialog = DSRDialog(get_qtwindow())
     _dialog.show()

@@ -62,7 +62,7 @@ def pymol_surfaces(models: Sequence, quality: int = 0, progress: Progress | None
     progress : called as ``progress(done, total)`` after each state.
     cancel : stops after the current state when set; the states done so far are returned.
     """
-    import pymol2
+    import pymol2  # a second PyMOL instance: only for surface=pymol
 
     surfaces = []
     with _INSTANCE_LOCK:  # one private instance at a time keeps memory bounded

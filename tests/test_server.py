@@ -14,17 +14,11 @@ import pytest
 from dsr_backend.errors import InvalidInputError
 from dsr_backend.server.auth import load_or_create_token, token_matches
 from dsr_backend.server.store import Store
-from dsr_backend.synthetic import MovingSphere
 from dsr_backend.trained import TrainedModel
 from tests.server_process import ServerProcess, job_upload, npz
 
 STATES = [1.0, 5.0, 9.0]
 UPLOAD_MB = 1
-
-
-@pytest.fixture(scope="module")
-def sphere():
-    return MovingSphere()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import ipaddress
 import logging
 import os
 
+import torch
+
 from ..errors import InvalidInputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def training_devices(spec: str) -> list[str]:
     """``auto`` -> every CUDA GPU (else ``cpu``); ``cuda`` -> ``cuda:0``; a comma-separated list otherwise."""
-    import torch
-
     if spec == "auto":
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
     devices = ["cuda:0" if item.strip() == "cuda" else item.strip() for item in spec.split(",") if item.strip()]
@@ -62,11 +62,11 @@ def is_loopback(host: str) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run the service until interrupted."""
+    # FastAPI and uvicorn are the optional "server" extra: imported here so that the rest of dsr runs without them
     try:
         import uvicorn
     except ImportError:
         raise MissingDependencyError('dsr serve needs FastAPI and uvicorn: pip install "pymol-dsr[server]"') from None
-    import torch
 
     from .app import create_app
     from .auth import load_or_create_token
