@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from . import __version__
 from .checkpoint import is_resume_checkpoint, read_checkpoint
 from .config import TrainConfig
 from .demo import run_demo
@@ -154,6 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsr", description="DSR: learned space-time protein surfaces.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("--version", action="version", version=f"dsr (pymol-dsr) {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("molsurf", help="molecular (solvent-excluded) surfaces of a trajectory -> series .npz")
