@@ -20,7 +20,7 @@ import torch
 
 from dsr_backend.config import preset
 from dsr_backend.evaluate import ReferenceFrames, evaluate
-from dsr_backend.evaluate_command import frame_indices
+from dsr_backend.ranges import parse_indices
 from dsr_backend.query import MIN_COMPONENT
 from dsr_backend.report import format_value, markdown_table, write_reports
 from dsr_backend.series import SurfaceSeries
@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (and k-d tree workers)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="evaluate this checkpoint instead of training")
-    parser.add_argument("--frames", default=":", help="frames to score, START:STOP:STEP (default: all 98)")
+    parser.add_argument("--frames", default="all", help="frames to score, 0-based FIRST-LAST:STEP (default: all 98)")
     parser.add_argument("--resolution", type=int, default=128, help="IoU grid (default 128, the paper's)")
     parser.add_argument("--samples", type=int, default=300_000, help="Chamfer samples (default 300k, the paper's)")
     parser.add_argument("--min-component", type=float, default=MIN_COMPONENT,
@@ -136,7 +136,7 @@ def main() -> None:
     def progress(done: int, total: int, label: str) -> None:
         print(f"  evaluated {done}/{total} ({label}) {time.perf_counter() - start:.0f} s", flush=True)
 
-    frames = frame_indices(args.frames, len(reference))
+    frames = parse_indices(args.frames, len(reference), "--frames")
     result = evaluate(model, reference, frames, TRAIN_FRAMES, progress=progress,
                       resolution=args.resolution, samples=args.samples, min_component=args.min_component)
     result.settings.update(minutes=args.minutes, threads=args.threads, steps=model.step, frames=args.frames)

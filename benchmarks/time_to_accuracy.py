@@ -29,7 +29,7 @@ import torch
 
 from dsr_backend.config import PRECISIONS, preset
 from dsr_backend.evaluate import ReferenceFrames
-from dsr_backend.evaluate_command import frame_indices
+from dsr_backend.ranges import parse_indices
 from dsr_backend.metrics import RESOLUTION, Shape, compare as compare_shapes
 from dsr_backend.query import drop_small_components, narrow_band_sdf_grid
 from dsr_backend.train import Trainer
@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
                                                                 "picks its own)")
     parser.add_argument("--first", type=float, default=15.0, help="first probe after this many seconds (default 15)")
     parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
-    parser.add_argument("--frames", default="0:80:20", help="training frames scored, START:STOP:STEP (default 0:80:20)")
+    parser.add_argument("--frames", default="0-60:20", help="training frames scored, FIRST-LAST:STEP (default 0-60:20)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=PRECISIONS, help="override the preset's arithmetic")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (MLP presets)")
@@ -179,7 +179,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
     atoms = dims_atoms(args.atoms)
-    frames = frame_indices(args.frames, len(atoms.coords))
+    frames = parse_indices(args.frames, len(atoms.coords), "--frames")
     if not set(frames) <= set(TRAIN_FRAMES):
         raise SystemExit(f"--frames must be training frames ({TRAIN_FRAMES[0]}..{TRAIN_FRAMES[-1]} step 2)")
     reference = ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float))

@@ -14,10 +14,12 @@ from . import __version__
 from .checkpoint import is_resume_checkpoint, read_checkpoint
 from .config import TrainConfig
 from .demo import run_demo
-from .errors import InvalidInputError, exit_status
+from .errors import InvalidInputError, MissingDependencyError, exit_status
 from .evaluate_command import add_evaluate_parser, add_min_component_argument
+from .measure import surface_sizes
 from .meshio import SUPPORTED_SUFFIXES, read_obj, read_ply, write_mesh
 from .query import extract_surfaces
+from .ranges import parse_numbers
 from .series import SurfaceSeries
 from .server.serve import add_serve_arguments, cmd_serve
 from .surface import solvent_excluded_surface
@@ -26,23 +28,6 @@ from .trained import TrainedModel
 from .trajectory import read_atom_frames
 
 logger = logging.getLogger("dsr_backend")
-
-
-def parse_times(values: Sequence[str]) -> list[float]:
-    """``["0", "0.5"]`` -> [0, 0.5]; ``["0:1:5"]`` -> 5 evenly spaced values from 0 to 1."""
-    times: list[float] = []
-    for value in values:
-        parts = value.split(":")
-        try:
-            if len(parts) == 1:
-                times.append(float(value))
-            elif len(parts) == 3 and int(parts[2]) >= 1:
-                times.extend(np.linspace(float(parts[0]), float(parts[1]), int(parts[2])).tolist())
-            else:
-                raise ValueError
-        except ValueError:
-            raise InvalidInputError(f"cannot read time {value!r}: give a number or START:STOP:COUNT") from None
-    return times
 
 
 # ---------------------------------------------------------------------- dsr molsurf
@@ -78,7 +63,8 @@ def read_oriented_points(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cmd_series(args: argparse.Namespace) -> None:
-    times = parse_times(args.times) if args.times else list(range(len(args.files)))
+    times = (parse_numbers(" ".join(args.times), "--times", step=1.0, limit=len(args.files) + 1) if args.times
+             else list(range(len(args.files))))
     if len(times) != len(args.files):
         raise InvalidInputError(f"got {len(times)} times for {len(args.files)} files")
     frames = [read_oriented_points(path) for path in args.files]
@@ -90,7 +76,8 @@ def cmd_series(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- dsr surface
 def output_paths(output: str, times: Sequence[float], levels: Sequence[float]) -> list[list[str]]:
-    """One file per (t, level); the plain name when there is only one."""
+    """One file per (t, level); the plain name when there is only one. Two requests that would write the
+    same file are refused."""
     if len(times) == 1 and len(levels) == 1:
         return [[output]]
     stem, suffix = os.path.splitext(output)
@@ -103,6 +90,14 @@ def output_paths(output: str, times: Sequence[float], levels: Sequence[float]) -
                 name += f"_level{level:+.2f}"
             row.append(name + suffix)
         paths.append(row)
+    written: dict[str, tuple[float, float]] = {}
+    for t, row in zip(times, paths):
+        for level, path in zip(levels, row):
+            if path in written:
+                raise InvalidInputError(f"t={written[path][0]:g} level={written[path][1]:g} and t={t:g} "
+                                        f"level={level:g} would both write {path}: ask for times (and levels) "
+                                        "that differ in the first three decimals (levels: two)")
+            written[path] = (t, level)
     return paths
 
 
@@ -111,18 +106,57 @@ def cmd_surface(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"output must end in {' or '.join(SUPPORTED_SUFFIXES)}, got {args.output}")
     model = TrainedModel.load(args.model, device=args.device)
     if args.state:
-        times = [float(model.time_map.time_to_fraction(s)) for s in parse_times(args.state)]
+        states = parse_numbers(" ".join(args.state), "--state", last=model.time_map.stop, step=1.0)
+        times = [float(model.time_map.time_to_fraction(s)) for s in states]
     else:
-        times = parse_times(args.t or ["0.5"])
+        times = parse_numbers(" ".join(args.t or ["0.5"]), "--t")
+    outputs = output_paths(args.output, times, args.level)
     meshes = extract_surfaces(model, times, args.level, args.resolution, args.protein, with_speed=args.speed,
                               min_component=args.min_component)
-    for row, paths in zip(meshes, output_paths(args.output, times, args.level)):
+    for row, paths in zip(meshes, outputs):
         for mesh, path in zip(row, paths):
             speed = mesh.values.get("speed")
             write_mesh(path, mesh.vertices, mesh.faces, mesh.normals, values=speed, value_name="speed")
             note = "" if not mesh.is_empty else " (empty: the level is not reached)"
             print(f"wrote {path}: t={mesh.t:.3f} level={mesh.level:g} Å, {len(mesh.vertices)} vertices, "
                   f"{len(mesh.faces)} triangles{note}")
+
+
+# ---------------------------------------------------------------------- dsr measure
+def cmd_measure(args: argparse.Namespace) -> None:
+    model = TrainedModel.load(args.model, device=args.device)
+    rows = surface_sizes(model, parse_numbers(" ".join(args.t), "--t"), args.resolution, args.protein)
+    print(f"{'t':>7} {'time':>9} {'area Å²':>10} {'volume Å³':>11}")
+    for t, time, area, volume in rows:
+        print(f"{t:7.3f} {time:9.3f} {area:10.1f} {volume:11.1f}")
+    if args.output:
+        write_size_plot(args.output, rows, os.path.basename(args.model))
+        print(f"wrote {args.output}")
+
+
+def write_size_plot(path: str, rows: list[tuple[float, float, float, float]], title: str) -> None:
+    """Area and volume against the model's time in one PNG (matplotlib, the ``demo`` extra)."""
+    try:
+        import matplotlib  # optional: only for -o
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError('a plot needs matplotlib: pip install matplotlib') from None
+    times = [row[1] for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    axes[0].plot(times, [row[2] for row in rows], "o-")
+    axes[0].set(xlabel="time (frame)", ylabel="area (Å²)", title="surface area")
+    axes[1].plot(times, [row[3] for row in rows], "o-", color="tab:green")
+    axes[1].set(xlabel="time (frame)", ylabel="volume (Å³)", title="enclosed volume")
+    figure.suptitle(title)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise InvalidInputError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        plt.close(figure)
 
 
 # ---------------------------------------------------------------------- dsr info
@@ -162,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", help="topology or structure file (PSF, PDB, GRO, ...)")
     p.add_argument("trajectory", nargs="*", help="trajectory files (DCD, XTC, ...), joined in order")
     p.add_argument("--select", default="protein", help="MDAnalysis selection (default: protein)")
-    p.add_argument("--frames", default=":", help="frame slice START:STOP:STEP, 0-based (default: all)")
+    p.add_argument("--frames", default="all", help="0-based frames: FIRST-LAST:STEP (e.g. 0-78:2), a list "
+                                                   "(0,5,9) or all (the default)")
     p.add_argument("--probe", type=float, default=1.4, help="probe radius in Å (default 1.4)")
     p.add_argument("--spacing", type=float, help="grid spacing in Å (default: the library's, 0.45)")
     p.add_argument("--no-hydrogens", action="store_true", help="leave hydrogens out of the surface")
@@ -173,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("series", help="oriented points of given surfaces (PLY/OBJ with normals) -> series .npz")
     p.add_argument("files", nargs="+", help="one .ply or .obj per frame, in time order, with vertex normals")
-    p.add_argument("--times", nargs="+", help="time of each file (default 0, 1, 2, ...); START:STOP:COUNT allowed")
+    p.add_argument("--times", nargs="+", help="time of each file (default 0, 1, 2, ...); FIRST-LAST:STEP allowed")
     p.add_argument("--name", default="protein", help="protein name stored in the series")
     p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
     p.set_defaults(func=cmd_series)
@@ -187,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("surface", help="extract the learned surface at time t")
     p.add_argument("model", help="checkpoint .pt")
     p.add_argument("--t", nargs="+", help="fraction(s) of the trained range: 0 first, 1 last, >1 extrapolates; "
-                                           "START:STOP:COUNT for a series (default 0.5)")
-    p.add_argument("--state", nargs="+", help="frame time(s) / state number(s) instead of --t")
+                                           "FIRST-LAST:STEP for a series, e.g. 0-1:0.1 (default 0.5)")
+    p.add_argument("--state", nargs="+", help="frame time(s) / state number(s) instead of --t; FIRST-LAST:STEP "
+                                               "allowed (step 1 if left out; 'last' is the last trained)")
     p.add_argument("--level", type=float, nargs="+", default=[0.0], help="SDF level(s) in Å (default 0)")
     p.add_argument("--resolution", type=int, default=128, help="grid nodes per axis (default 128)")
     p.add_argument("--protein", default="0", help="protein name or index (default 0)")
@@ -197,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--output", required=True, help="mesh file (.ply or .obj)")
     p.set_defaults(func=cmd_surface)
+
+    p = commands.add_parser("measure", help="area and enclosed volume of the learned surface over time")
+    p.add_argument("model", help="checkpoint .pt")
+    p.add_argument("--t", nargs="+", default=["0-1:0.1"], help="fractions of the trained range, FIRST-LAST:STEP "
+                                                              "or a list (default 0-1:0.1)")
+    p.add_argument("--resolution", type=int, default=64, help="grid nodes per axis (default 64)")
+    p.add_argument("--protein", default="0", help="protein name or index (default 0)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-o", "--output", help="PNG plot of area and volume over time (needs matplotlib)")
+    p.set_defaults(func=cmd_measure)
 
     p = commands.add_parser("info", help="describe a checkpoint")
     p.add_argument("model", help="checkpoint .pt")

@@ -16,7 +16,7 @@ from .train import train
 from .trajectory import read_atom_frames
 
 DEMO_INSTALL = 'pip install "pymol-dsr[demo]"'
-TRAIN_FRAMES = "0:81:8"      # DIMS frames 0, 8, ..., 80 (the paper trains every 2nd of the first 80)
+TRAIN_FRAMES = "0-80:8"      # DIMS frames 0, 8, ..., 80 (the paper trains every 2nd of the first 80)
 HELD_OUT_FRAME = 36          # between two training frames: an interpolation check
 SHOW_TIMES = (0.0, 0.5, 1.0)
 

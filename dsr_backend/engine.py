@@ -35,7 +35,7 @@ from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .report import markdown_table
 from .series import SurfaceSeries
 from .checkpoint import resume_path
-from .surface import solvent_excluded_surfaces
+from .surface import DEFAULT_PROBE, MAX_PROBE, solvent_excluded_surfaces
 from .train import Trainer
 from .trained import TrainedModel, resolve_device
 
@@ -146,7 +146,7 @@ class Engine:
 
         ``settings``: ``name``, ``preset``, ``quality`` (quick or best), ``steps`` (0: the preset's),
         ``members`` (0: the preset's; fast preset), ``checkpoint_every`` (0: the preset's), ``device`` ("" or "auto": CUDA when available),
-        ``protein_names``, ``metadata``.
+        ``protein_names``, ``metadata``, ``probe`` (Å, for surfaces computed here; default 1.4).
         ``arrays``: see the module docstring. ``job_dir``: a folder of the caller's for the job's
         ``series.npz`` and ``checkpoint.pt``, kept on cancel; when they exist the job reuses the series and
         resumes the checkpoint. Default: files of the engine's own, deleted on cancel.
@@ -155,6 +155,9 @@ class Engine:
         if not name:
             raise InvalidInputError("a training job needs a model name")
         training_config(settings)  # unknown presets, members and devices fail here, not later
+        probe = settings.get("probe", DEFAULT_PROBE)
+        if not isinstance(probe, (int, float)) or not 0 <= probe <= MAX_PROBE:
+            raise InvalidInputError(f"probe must be a radius in Å from 0 to {MAX_PROBE:g}, got {probe!r}")
         resolve_device(settings.get("device") or None)
         with self._lock:
             if any(job.name == name and job.state == "running" for job in self._jobs.values()):
@@ -233,7 +236,8 @@ class Engine:
                 self._update(job)
                 return job.cancel.is_set()
 
-            surfaces = solvent_excluded_surfaces(_split(arrays, "coords"), _split(arrays, "radii"), device, done)
+            surfaces = solvent_excluded_surfaces(_split(arrays, "coords"), _split(arrays, "radii"), device, done,
+                                                 probe=float(settings.get("probe", DEFAULT_PROBE)))
             if surfaces is None:
                 return None
             points, normals = [s.points for s in surfaces], [s.normals for s in surfaces]

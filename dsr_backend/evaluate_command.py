@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
 from tqdm import tqdm
 
 from .errors import InvalidInputError
@@ -14,19 +13,8 @@ from .query import MIN_COMPONENT
 from .report import markdown_table, write_reports
 from .series import SurfaceSeries
 from .trained import TrainedModel
-from .trajectory import parse_frame_slice, read_atom_frames
-
-
-def frame_indices(spec: str, count: int, what: str = "frames") -> list[int]:
-    """Indices of ``count`` frames chosen by a slice such as ``0:80:2``; reaching outside them is an error."""
-    chosen = parse_frame_slice(spec)
-    start = chosen.start if chosen.start is not None else 0
-    if chosen.stop is not None and chosen.stop > count or not -count <= start < count:
-        raise InvalidInputError(f"{what} {spec!r} reach outside the reference: it has {count} frames (0..{count - 1})")
-    indices = np.arange(count)[chosen].tolist()
-    if not indices:
-        raise InvalidInputError(f"{what} {spec!r} select no frames of the {count} in the reference")
-    return indices
+from .ranges import parse_indices
+from .trajectory import read_atom_frames
 
 
 def load_reference(paths: list[str], select: str, probe: float, spacing: float | None,
@@ -34,7 +22,7 @@ def load_reference(paths: list[str], select: str, probe: float, spacing: float |
     """A series ``.npz``, or a topology (and trajectories) whose frames get solvent-excluded surfaces."""
     if len(paths) == 1 and paths[0].endswith(".npz"):
         return ReferenceFrames.from_series(SurfaceSeries.load(paths[0]))
-    atoms = read_atom_frames(paths[0], paths[1:], select=select, frames=":", include_hydrogens=not no_hydrogens)
+    atoms = read_atom_frames(paths[0], paths[1:], select=select, frames="all", include_hydrogens=not no_hydrogens)
     grid = {} if spacing is None else {"spacing": spacing}
     return ReferenceFrames.from_atoms(atoms.coords, atoms.radii, atoms.frame_indices.astype(float), probe, **grid)
 
@@ -43,11 +31,11 @@ def training_times(model, reference: ReferenceFrames, spec: str | None, protein:
     """The times the model was trained on for ``protein``: ``--train-frames`` of the reference, else the
     frames of that protein in the series the checkpoint names."""
     if spec:
-        return [float(reference.times[i]) for i in frame_indices(spec, len(reference), "--train-frames")]
+        return [float(reference.times[i]) for i in parse_indices(spec, len(reference), "--train-frames")]
     series = model.metadata.get("series")
     if not series or not os.path.isfile(series):
         raise InvalidInputError("cannot tell which frames the model was trained on (its checkpoint names no "
-                                "readable series); give them with --train-frames, e.g. --train-frames 0:80:2")
+                                "readable series); give them with --train-frames, e.g. --train-frames 0-78:2")
     loaded = SurfaceSeries.load(series)
     return loaded.times[loaded.proteins == model.protein_index(protein)].tolist()
 
@@ -55,7 +43,7 @@ def training_times(model, reference: ReferenceFrames, spec: str | None, protein:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     model = TrainedModel.load(args.model, device=args.device)
     reference = load_reference(args.reference, args.select, args.probe, args.spacing, args.no_hydrogens)
-    frames = frame_indices(args.frames, len(reference))
+    frames = parse_indices(args.frames, len(reference), "--frames")
     train = training_times(model, reference, args.train_frames, args.protein)
     bar = tqdm(total=len(frames), desc="evaluate", unit="frame", disable=args.quiet)
 
@@ -90,7 +78,8 @@ def add_evaluate_parser(commands) -> None:
     p.add_argument("model", help="checkpoint .pt")
     p.add_argument("--reference", nargs="+", required=True,
                    help="a series .npz, or TOPOLOGY [TRAJECTORY ...] whose frames get solvent-excluded surfaces")
-    p.add_argument("--frames", default=":", help="reference frames to score, START:STOP:STEP (default: all)")
+    p.add_argument("--frames", default="all", help="reference frames to score, 0-based FIRST-LAST:STEP or a list "
+                                                   "(default: all)")
     p.add_argument("--train-frames", help="reference frames the model was trained on (default: the times of "
                                           "the series named in the checkpoint)")
     p.add_argument("--select", default="protein", help="MDAnalysis selection for a trajectory (default protein)")

@@ -12,6 +12,7 @@ from scipy import ndimage
 from skimage import measure
 
 from .errors import InvalidInputError, ResourceLimitError
+from .limits import check_query
 from .narrow_band import narrow_band_grid
 from .series import check_finite_t
 from .threads import flushing_denormals
@@ -72,8 +73,9 @@ def unit_grid_axis(resolution: int) -> np.ndarray:
 def sdf_grid(model: TrainedModel, t: float, resolution: int = 128, protein: int | str = 0,
              chunk: int = 65536, max_bytes: int | None = None) -> np.ndarray:
     """SDF in Å on a ``resolution``^3 grid over the series box (the unit cube), axes ordered x, y, z."""
-    resolution = check_resolution(resolution, max_bytes)
     (t_value,) = check_finite_t(t)
+    check_query([t_value], [0.0], resolution)
+    resolution = check_resolution(resolution, max_bytes)
     axis = torch.as_tensor(unit_grid_axis(resolution), dtype=torch.float32, device=model.device)
     index = model.protein_index(protein)
     model_t = float(model.time_map.fraction_to_model(t_value))
@@ -215,6 +217,7 @@ def extract_surfaces(model: TrainedModel, ts: Sequence[float] | float = 0.5,
     """
     times = check_finite_t(ts)
     level_values = _finite_levels(levels)
+    check_query(times, level_values, resolution)
     index = model.protein_index(protein)
     check_resolution(resolution, max_bytes)
     check_min_component(min_component)

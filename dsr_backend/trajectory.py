@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
 from .radii import vdw_radii
+from .ranges import parse_indices
 
 logger = logging.getLogger(__name__)
 
@@ -46,39 +47,13 @@ class AtomFrames:
     times_ps: np.ndarray
 
 
-def parse_frame_slice(text: str) -> slice:
-    """Parse a frame selection: ``"start:stop:step"`` with optional parts, or one frame number.
-
-    ``"0:80:2"``, ``"10:"``, ``":50"`` and ``":"`` follow Python slicing; ``"5"`` is frame 5 alone
-    (``slice(5, 6)``) and ``"-1"`` the last frame. The step must be positive.
-    """
-    if not isinstance(text, str):
-        raise InvalidInputError(f"frame selection must be a string like '0:80:2'; got {type(text).__name__}")
-    parts = [part.strip() for part in text.strip().split(":")]
-    if len(parts) > 3:
-        raise InvalidInputError(f"frame selection must be 'start:stop:step' (each part optional) or one "
-                                f"frame number; got {text!r}")
-    try:
-        numbers = [int(part) if part else None for part in parts]
-    except ValueError:
-        raise InvalidInputError(f"frame selection must hold integers, as in '0:80:2', '10:', ':50' or '5'; "
-                                f"got {text!r}") from None
-    if len(numbers) == 1:
-        (index,) = numbers
-        if index is None:
-            raise InvalidInputError("frame selection is empty; use ':' for all frames")
-        return slice(index, index + 1 if index != -1 else None)
-    return _check_slice(slice(*numbers))
-
-
-def _check_slice(frames: slice) -> slice:
-    for name in ("start", "stop", "step"):
-        value = getattr(frames, name)
-        if value is not None and not isinstance(value, (int, np.integer)):
-            raise InvalidInputError(f"frame slice {name} must be an integer or None; got {value!r}")
-    if frames.step is not None and frames.step <= 0:
-        raise InvalidInputError(f"frame slice step must be positive; got {frames.step}")
-    return frames
+def _checked_frames(frames: Sequence[int], count: int) -> list[int]:
+    """Frame numbers given as a sequence, each a whole number within the trajectory."""
+    indices = [int(index) for index in frames]
+    if not indices or any(index != value or not 0 <= index < count for index, value in zip(indices, frames)):
+        raise InvalidInputError(f"frames must be whole numbers within the trajectory's {count} frames "
+                                f"(0-{count - 1}); got {list(frames)[:5]}")
+    return indices
 
 
 def _import_mdanalysis():
@@ -158,7 +133,7 @@ def _select(universe, select: str):
 
 
 def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: str = "protein",
-                     frames: str | slice = ":", include_hydrogens: bool = True) -> AtomFrames:
+                     frames: str | Sequence[int] = "all", include_hydrogens: bool = True) -> AtomFrames:
     """Read the positions of selected atoms over selected frames of an MD trajectory.
 
     Parameters
@@ -169,8 +144,9 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
         Trajectory files (DCD, XTC, TRR, ...), concatenated in order.
     select : str
         MDAnalysis selection string.
-    frames : str or slice
-        Frames to read, as for :func:`parse_frame_slice`, or a slice with a positive step.
+    frames : str or sequence of int
+        0-based frames to read: ``"all"``, a range such as ``"0-78:2"`` or a list (see
+        :mod:`dsr_backend.ranges`), or the frame numbers themselves.
     include_hydrogens : bool
         Keep hydrogen atoms (elements H and D).
 
@@ -178,7 +154,6 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
     -------
     AtomFrames
     """
-    frame_slice = parse_frame_slice(frames) if isinstance(frames, str) else _check_slice(frames)
     topology = os.fspath(topology)
     if isinstance(trajectories, (str, os.PathLike)):
         trajectories = [trajectories]
@@ -195,10 +170,8 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
         atoms = atoms[heavy]
         elements = [symbol for symbol, keep in zip(elements, heavy) if keep]
     n_frames = len(universe.trajectory)
-    indices = np.arange(n_frames, dtype=np.int64)[frame_slice]
-    if len(indices) == 0:
-        raise InvalidInputError(f"frame selection {frames!r} selects no frames; "
-                                f"the trajectory has {n_frames} frames (0..{n_frames - 1})")
+    indices = np.asarray(parse_indices(frames, n_frames, "frames") if isinstance(frames, str) else
+                         _checked_frames(frames, n_frames), dtype=np.int64)
     coords = np.empty((len(indices), len(atoms), 3), dtype=np.float32)
     times = np.empty(len(indices), dtype=np.float64)
     for k, index in enumerate(indices):

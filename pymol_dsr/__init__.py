@@ -6,7 +6,7 @@
 function f(x, t) and show it at any time, between frames or beyond the last one.
 
 Commands: dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load,
-dsr_delete, dsr_backend, dsr_evaluate (type "help dsr_train"). Menu: Plugin > DSR...
+dsr_delete, dsr_backend, dsr_evaluate, dsr_measure (type "help dsr_train"). Menu: Plugin > DSR...
 
 Please cite the DSR paper (Dynamical Surface Representation, NeurIPS 2023) when you publish results.
 

@@ -51,6 +51,27 @@ def object_radii(selection: str, _self=cmd) -> np.ndarray:
     return np.asarray(radii, dtype=np.float32)
 
 
+def superpose_states(selection: str, states: str, fit: str, _self=cmd) -> None:
+    """Superpose every state of each object in ``selection`` on its first chosen state by the atoms ``fit``
+    (``intra_fit``). Every state is checked first: nothing moves unless each has at least 3 fit atoms."""
+    targets = []
+    for name in selection_objects(selection, _self):
+        chosen = f"(%{name}) and ({fit})"
+        try:
+            count = _self.count_atoms(chosen)
+        except CmdException:
+            raise CmdException(f"cannot read the fit selection '{fit}'") from None
+        state_list = parse_states(states, _self.count_states(name), f"object '{name}'")
+        for state in state_list:
+            xyz = _self.get_coords(chosen, state)
+            if count < 3 or xyz is None or len(xyz) < 3:
+                raise CmdException(f"fit '{fit}' has {0 if xyz is None else len(xyz)} atoms of '{name}' in state "
+                                   f"{state}; superposing needs at least 3")
+        targets.append((chosen, state_list[0]))
+    for chosen, first in targets:
+        _self.intra_fit(chosen, first)
+
+
 def extract_atoms(selection: str, states: str = "", _self=cmd) -> list[AtomFrames]:
     """Filtered atoms of every object in ``selection`` at the states given by ``states``.
 

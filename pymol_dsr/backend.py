@@ -27,15 +27,24 @@ from pymol import CmdException
 PYTHON_VARIABLE = "PYMOL_DSR_PYTHON"
 """Environment variable naming a Python with torch and dsr_backend, used when PyMOL's Python lacks them."""
 
-PIP_REQUIREMENT = "pymol-dsr"
 START_TIMEOUT = 300.0  # seconds a worker may take to import torch and say it is ready
+
+
+def source_folder() -> str:
+    """The pymol-dsr source folder this plugin was loaded from (it holds setup.py and dsr_backend/), or ''
+    when the plugin was installed on its own (the Plugin Manager archive)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = all(os.path.exists(os.path.join(folder, part)) for part in ("setup.py", "dsr_backend"))
+    return folder if found else ""
 
 
 def install_hint() -> str:
     """The exact commands that make a backend available."""
+    folder = source_folder() or "/path/to/pymol-dsr"
     return (f'DSR needs torch and dsr_backend: install them into PyMOL\'s Python with '
-            f'"{sys.executable}" -m pip install {PIP_REQUIREMENT}, or name a Python that has them with '
-            f'"dsr_backend subprocess, python=/path/to/python" or the {PYTHON_VARIABLE} environment variable')
+            f'"{sys.executable}" -m pip install torch "{folder}" (the pymol-dsr source folder), or name a '
+            f'Python that has them with "dsr_backend subprocess, python=/path/to/python" or the '
+            f'{PYTHON_VARIABLE} environment variable')
 
 
 class Backend(Protocol):

@@ -6,8 +6,10 @@ import os
 from pymol import CmdException, cmd
 from pymol.shortcut import Shortcut
 
-from .atoms import extract_atoms
+from .atoms import extract_atoms, superpose_states
+from .coloring import check_color, parse_range
 from .evaluation import dsr_evaluate
+from .measure import dsr_measure
 from .parsing import parse_fraction, parse_int, parse_values
 from .remote import check_url, resolve_token
 from .session import BACKEND_KINDS, session_for
@@ -25,6 +27,9 @@ def gui_running(_self=cmd) -> bool:
     return not no_gui and getattr(instance, "glutThread", None) is not None
 
 
+MAX_PROBE = 10.0  # Å: the engine's largest probe (dsr_backend.surface.MAX_PROBE)
+
+
 def _keywords(kwargs: dict, **defaults) -> dict:
     """Options named like Python keywords (``as``, ``async``) arrive through ``**kwargs``; also accept them
     with a trailing underscore, and refuse anything else."""
@@ -35,6 +40,20 @@ def _keywords(kwargs: dict, **defaults) -> dict:
             raise CmdException(f"unknown argument '{key}'")
         values[plain] = value
     return values
+
+
+def parse_probe(value: str, _self=cmd) -> float:
+    """``probe=``: a radius in Å from 0 to 10; empty: PyMOL's ``solvent_radius``."""
+    text = str(value).strip()
+    if not text:
+        return float(_self.get_setting_float("solvent_radius"))
+    try:
+        probe = float(text)
+    except ValueError:
+        raise CmdException(f"probe must be a radius in Å, got '{text}'") from None
+    if not 0.0 <= probe <= MAX_PROBE:
+        raise CmdException(f"probe must lie in [0, {MAX_PROBE:g}] Å, got {probe:g}")
+    return probe
 
 
 def _say(quiet, line: str) -> None:
@@ -96,6 +115,13 @@ ARGUMENTS
     preview = 0 or 1: GUI only: keep an object <name>_preview showing the surface at the current
     state as the training goes {default: 0}
 
+    probe = float: solvent probe radius in Å of the solvent-excluded surface (0: the van der Waals
+    surface) {default: PyMOL's solvent_radius, 1.4}
+
+    fit = str: superpose every state of each object on its first chosen state by these atoms
+    (e.g. fit=name CA), as intra_fit does, before training, so rigid-body drift is not learned as
+    motion; the object's coordinates change {default: no fitting}
+
     async = 1: train in the background; 0: wait for the end {default: 1 in the GUI, 0 in scripts}
 
 EXAMPLE
@@ -109,7 +135,8 @@ SEE ALSO
 
     dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_backend
     """
-    options = _keywords(kwargs, **{"async": -1})
+    options = _keywords(kwargs, **{"async": -1, "probe": "", "fit": ""})
+    probe = parse_probe(options["probe"], _self)
     if not str(selection).strip():
         raise CmdException("dsr_train needs a selection, e.g. dsr_train adk, states=1-80:2")
     surface, steps = str(surface).strip().lower(), parse_int(steps, "steps", minimum=0)
@@ -122,6 +149,8 @@ SEE ALSO
                            "training stands (train with async=1)")
     if surface not in SURFACE_SOURCES:
         raise CmdException(f"surface must be ses or pymol, got '{surface}'")
+    if str(options["fit"]).strip():
+        superpose_states(selection, states, str(options["fit"]).strip(), _self)
     frames = extract_atoms(selection, states, _self)
     name = _self.get_legal_name(name or f"{frames[0].object}_dsr")
     session = session_for(_self)
@@ -133,7 +162,7 @@ SEE ALSO
     chempy_models = None
     if surface == "pymol":
         chempy_models = [_self.get_model(f.selection, state) for f in frames for state in f.states]
-    settings = train_settings(name, frames, selection, surface, preset, steps, device, members, quality)
+    settings = train_settings(name, frames, selection, surface, preset, steps, device, members, quality, probe)
     task = TrainTask(backend, settings, arrays, chempy_models, _self.get_setting_int("surface_quality"),
                      report=None if int(quiet) else print,
                      preview=(lambda: update_preview(session, name, _self)) if preview else None)
@@ -186,27 +215,36 @@ DESCRIPTION
     atoms, in the same Ångström frame.
 
     Time: t is the fraction of the trained state range (0 the first trained state, 1 the last,
-    above 1 or below 0 extrapolates); state= gives the same as a (fractional) state number. Several
-    times, e.g. t=0:1:50 (start:stop:count) or t=0 0.5 1, make one multi-state object for the
-    state slider; when the times fall on distinct whole states (e.g. state=1:79:79) its states are
-    those state numbers, so it plays in step with the atoms.
+    above 1 or below 0 extrapolates); state= gives the same as a (fractional) state number. Ranges
+    are first-last:step, as PyMOL writes states: t=0-1:0.02 (51 times), state=1-98:0.5 (every half
+    state), state=1-last (every trained state); lists too (t=0 0.5 1). Several times make one
+    multi-state object for the state slider; when they fall on whole states (state=1-98:5) its
+    states are those state numbers, so it plays in step with the atoms, and the states between them
+    hold the surface before them (no empty states).
 
-    Levels: level=-2 0 2 shows several level sets of the signed distance (Å) together, positive
-    red, zero white, negative blue, transparent.
+    Colour: one level is drawn in the object's colour, so "color red, <object>" and
+    "set cgo_transparency, 0.5, <object>" act on it as on any object. color=atoms colours each
+    vertex like the nearest atom at that time (atoms interpolated between states), so util.cbc,
+    spectrum or color on the atoms colour the surface as they colour "show surface" (run
+    dsr_surface again after recolouring the atoms). color=speed colours by the normal speed (blue
+    moving inward, white still, red outward) and makes a colour key <name>_speed; range=low high
+    fixes its ends. Several levels (level=-2 0 2) are drawn together, positive red, zero white,
+    negative blue, transparent.
 
-    color=speed colours each vertex by the normal speed of the surface (blue moving inward, white
-    still, red outward; symmetric scale, printed), which makes domain motions stand out.
+    atoms=1 also makes <name>_atoms, a molecular object whose states hold the atoms at the same
+    times (linear between states), so cartoon and surface play together.
 
 USAGE
 
-    dsr_surface [ t [, state [, model [, level [, resolution [, name [, color [, object [, as ]]]]]]]]]
+    dsr_surface [ t [, state [, model [, level [, resolution [, name [, color [, object ]]]]]]]]
 
 ARGUMENTS
 
-    t = float, list or start:stop:count: time(s) as fraction(s) of the trained range {default: the
+    t = float, list or first-last:step: time(s) as fraction(s) of the trained range {default: the
     current state}
 
-    state = float, list or start:stop:count: time(s) as state numbers, instead of t
+    state = float, list or first-last:step (step 1 if left out): time(s) as state numbers, instead
+    of t
 
     model = str: DSR model {default: the last one trained or loaded}
 
@@ -216,11 +254,16 @@ ARGUMENTS
 
     name = str: object to (re)place {default: <model>_t<t>}
 
-    color = auto (by level), speed, or a PyMOL colour {default: auto}
+    color = auto, atoms, speed, or a PyMOL colour {default: auto: white, or by level}
 
     object = str: whose surface, for a model trained on several objects {default: the first}
 
     as = cgo (triangles), mesh (lines) or map (SDF map + isosurfaces, for a few times) {default: cgo}
+
+    range = two numbers: the ends of the color=speed scale, Å per unit t {default: symmetric, from
+    the surface}
+
+    atoms = 0/1: also make <name>_atoms {default: 0}
 
     min_component = float: leave out floating pieces smaller than this fraction of the largest
     piece's volume; 0 shows every piece {default: 0.01}
@@ -228,19 +271,24 @@ ARGUMENTS
 EXAMPLES
 
     dsr_surface t=0.5
-    dsr_surface t=0:1:50, name=movie
-    dsr_surface state=37.5, color=speed
+    dsr_surface t=0-1:0.02, name=movie, atoms=1
+    dsr_surface state=1-98:0.5, color=atoms
+    dsr_surface state=37.5, color=speed, range=-3 3
     dsr_surface t=1.2, level=-1 0 1
     dsr_surface t=0.5, as=map
-    dsr_surface t=0.5, min_component=0
 
 SEE ALSO
 
-    dsr_train, dsr_list, isolevel
+    dsr_train, dsr_list, isolevel, ramp_new
     """
-    options = _keywords(kwargs, **{"as": "cgo", "min_component": ""})
+    options = _keywords(kwargs, **{"as": "cgo", "min_component": "", "range": "", "atoms": "0"})
     specks = str(options["min_component"]).strip()
     min_component = parse_fraction(specks, "min_component") if specks else None
+    speed_range = parse_range(options["range"])
+    atoms = bool(parse_int(options["atoms"], "atoms", minimum=0))
+    color = check_color(str(color).strip(), _self)
+    if speed_range is not None and color != "speed":
+        raise CmdException("range= sets the ends of the color=speed scale; add color=speed")
     session = session_for(_self)
     info = session.model_info(model)
     times = TimePoints.of(info, t, state, _self.get_state())
@@ -249,10 +297,8 @@ SEE ALSO
     protein = protein_of(info, object)
     several = protein if len(info["protein_names"]) > 1 else ""
     name = _self.get_legal_name(name) if name else default_name(info["name"], times, not str(t).strip(), several)
-    color = str(color).strip()
-    color = color.lower() if color.lower() in ("auto", "speed") else color
     summary = show_surface(session.backend(), info, times, levels, name, resolution, color,
-                           str(options["as"]).strip().lower(), protein, min_component, _self)
+                           str(options["as"]).strip().lower(), protein, min_component, speed_range, atoms, _self)
     _say(quiet, f" dsr_surface: {summary}{training_note(info)}")
     return name
 
@@ -523,7 +569,7 @@ ARGUMENTS
 
 
 COMMANDS = (dsr_train, dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_load, dsr_delete,
-            dsr_backend, dsr_evaluate)
+            dsr_backend, dsr_evaluate, dsr_measure)
 
 
 def _model_names() -> Shortcut:
@@ -538,6 +584,6 @@ def register(_self=cmd) -> None:
         _self.extend(function.__name__, function)
     models = [_model_names, "DSR model", ", "]
     _self.auto_arg[0].update(dsr_train=[_self.selection_sc, "selection", ", "], dsr_save=models, dsr_delete=models,
-                             dsr_wait=models, dsr_cancel=models, dsr_status=models, dsr_evaluate=models,
+                             dsr_wait=models, dsr_cancel=models, dsr_status=models, dsr_evaluate=models, dsr_measure=models,
                              dsr_backend=[lambda: Shortcut(BACKEND_KINDS), "backend", ", "])
     _self.auto_arg[2].update(dsr_surface=models)

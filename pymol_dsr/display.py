@@ -31,31 +31,35 @@ def speed_scale(speeds: Sequence[np.ndarray]) -> float:
     return float(np.percentile(values, SPEED_PERCENTILE)) if len(values) and np.any(values) else 1.0
 
 
-def triangles_cgo(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """CGO of a triangle mesh with per-vertex normals and colours (V, 3); float32."""
+def triangles_cgo(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
+                  colors: np.ndarray | None) -> np.ndarray:
+    """CGO of a triangle mesh with per-vertex normals and colours (V, 3), or without colours (the object's
+    colour then applies); float32."""
     corners = faces.reshape(-1)
-    block = np.empty((len(corners), 12), dtype=np.float32)
-    block[:, 0], block[:, 1:4] = cgo.COLOR, colors[corners]
-    block[:, 4], block[:, 5:8] = cgo.NORMAL, normals[corners]
-    block[:, 8], block[:, 9:12] = cgo.VERTEX, vertices[corners]
-    return _wrap(cgo.TRIANGLES, block)
+    return _wrap(cgo.TRIANGLES, _corners(corners, colors, (cgo.NORMAL, normals), (cgo.VERTEX, vertices)))
 
 
-def lines_cgo(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """CGO of the edges of a triangle mesh (each edge once) with per-vertex colours; float32."""
+def lines_cgo(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> np.ndarray:
+    """CGO of the edges of a triangle mesh (each edge once) with per-vertex colours or none; float32."""
     edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     ends = np.unique(edges, axis=0).reshape(-1) if len(edges) else np.zeros(0, dtype=np.int64)
-    block = np.empty((len(ends), 8), dtype=np.float32)
-    block[:, 0], block[:, 1:4] = cgo.COLOR, colors[ends]
-    block[:, 4], block[:, 5:8] = cgo.VERTEX, vertices[ends]
-    return _wrap(cgo.LINES, block)
+    return _wrap(cgo.LINES, _corners(ends, colors, (cgo.VERTEX, vertices)))
+
+
+def _corners(indices: np.ndarray, colors: np.ndarray | None, *parts: tuple[float, np.ndarray]) -> np.ndarray:
+    """Rows of CGO operations, one row per index: COLOR (when colours are given) and each (op, values)."""
+    parts = ((cgo.COLOR, colors),) + parts if colors is not None else parts
+    block = np.empty((len(indices), 4 * len(parts)), dtype=np.float32)
+    for k, (operation, values) in enumerate(parts):
+        block[:, 4 * k], block[:, 4 * k + 1:4 * k + 4] = operation, values[indices]
+    return block
 
 
 def _wrap(mode: float, block: np.ndarray) -> np.ndarray:
     return np.concatenate([[cgo.BEGIN, mode], block.reshape(-1), [cgo.END]]).astype(np.float32)
 
 
-def mesh_cgo(mesh: dict, colors: np.ndarray, style: str) -> np.ndarray:
+def mesh_cgo(mesh: dict, colors: np.ndarray | None, style: str) -> np.ndarray:
     """CGO of one backend mesh dict (``vertices``, ``faces``, ``normals``) as ``cgo`` triangles or ``mesh`` lines."""
     if style == "mesh":
         return lines_cgo(mesh["vertices"], mesh["faces"], colors)

@@ -47,44 +47,80 @@ def parse_states(text: str, count: int, owner: str = "the object") -> list[int]:
     return sorted(states)
 
 
-def parse_values(value: Values, what: str = "value") -> list[float]:
-    """Finite numbers from ``"0.5"``, ``"0 0.5 1"`` (space or comma separated) or ranges ``"0:1:50"``
-    (``start:stop:count``, both ends included); lists and numbers pass through, checked."""
+MAX_TIMES = 256  # the engine's limit on times in one request (dsr_backend.limits.MAX_TIMES; a test keeps them equal)
+RANGE_HELP = "first-last:step, e.g. 0-1:0.25 or 1-98:0.5; or a list, e.g. 0 0.5 1"
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?"
+_RANGE = re.compile(rf"^({_NUMBER}|last)-({_NUMBER}|last)(?::({_NUMBER}))?$", re.IGNORECASE)
+
+
+def parse_values(value: Values, what: str = "value", last: float | None = None,
+                 step: float | None = None) -> list[float]:
+    """Finite numbers from ``"0.5"``, ``"0 0.5 1"`` (space or comma separated) or ranges ``first-last:step``
+    (``"0-1:0.25"``; both ends included when the step reaches them; ``last`` stands for ``last`` where
+    given, ``step`` is the step of a range without one); lists and numbers pass through, checked. The
+    grammar of the engine's ``dsr_backend.ranges``; the former ``start:stop:count`` is refused with the
+    range that replaces it."""
     if isinstance(value, (int, float)):
-        numbers = [float(value)]
+        numbers = [_checked(float(value), what)]
     elif isinstance(value, str):
         numbers = []
         for token in re.split(r"[\s,]+", value.strip()):
-            numbers.extend(_range(token, what) if ":" in token else [_number(token, what)])
+            if token:
+                numbers.extend(_token_values(token, what, last, step, MAX_TIMES - len(numbers)))
     else:
-        numbers = [_number(v, what) for v in value]
+        numbers = [_checked(_number(v, what, None), what) for v in value]
     if not numbers:
-        raise CmdException(f"no {what} given")
-    bad = [v for v in numbers if not math.isfinite(v)]
-    if bad:
-        raise CmdException(f"{what} must be finite, got {bad[0]}")
+        raise CmdException(f"no {what} given ({RANGE_HELP})")
     return numbers
 
 
-def _number(word, what: str) -> float:
+def _token_values(token: str, what: str, last: float | None, step: float | None, room: int) -> list[float]:
+    if token.count(":") == 2:
+        raise CmdException(f"{what}={token} is the former start:stop:count form; write {what}={_replacement(token)} "
+                           f"({RANGE_HELP})")
+    match = _RANGE.match(token)
+    if match is None:
+        values = [_checked(_number(token, what, last), what)]
+    else:
+        first, end = (_checked(_number(word, what, last), what) for word in match.group(1, 2))
+        stride = _number(match.group(3), what, None) if match.group(3) else step
+        if stride is None:
+            raise CmdException(f"the range {what}={token} needs a step: {what}={token}:STEP ({RANGE_HELP})")
+        if stride <= 0 or end < first:
+            raise CmdException(f"the range {what}={token} is empty: it needs first <= last and a step > 0")
+        count = int(math.floor((end - first) / stride + 1e-9)) + 1
+        values = [round(first + i * stride, 10) for i in range(min(count, room + 1))]
+    if len(values) > room:
+        raise CmdException(f"too many {what} values: at most {MAX_TIMES} in one request")
+    return values
+
+
+def _replacement(token: str) -> str:
+    """The range that a former ``start:stop:count`` form meant."""
+    try:
+        start, stop, count = (float(part) for part in token.split(":"))
+    except ValueError:
+        return "first-last:step"
+    if count < 2:
+        return f"{start:g}"
+    return f"{start:g}-{stop:g}:{(stop - start) / (count - 1):.6g}"
+
+
+def _number(word, what: str, last: float | None) -> float:
+    if str(word).lower() == "last":
+        if last is None:
+            raise CmdException(f"{what} cannot use 'last' here")
+        return float(last)
     try:
         return float(word)
     except (TypeError, ValueError):
-        raise CmdException(f"{what} must be a number, got '{word}'") from None
+        raise CmdException(f"cannot read {what} '{word}' ({RANGE_HELP})") from None
 
 
-def _range(token: str, what: str) -> list[float]:
-    parts = token.split(":")
-    if len(parts) != 3:
-        raise CmdException(f"a {what} range is start:stop:count, e.g. 0:1:50; got '{token}'")
-    start, stop = _number(parts[0], what), _number(parts[1], what)
-    count = _number(parts[2], what)
-    if count < 1 or count != int(count):
-        raise CmdException(f"the count of a {what} range must be a positive whole number, got '{parts[2]}'")
-    count = int(count)
-    if count == 1:
-        return [start]
-    return [start + (stop - start) * i / (count - 1) for i in range(count)]
+def _checked(value: float, what: str) -> float:
+    if not math.isfinite(value) or abs(value) > 1e9:
+        raise CmdException(f"{what} must be a finite number of at most 1e9 in size, got {value}")
+    return value
 
 
 def parse_fraction(value: Union[str, float], what: str = "value") -> float:

@@ -8,7 +8,8 @@ import numpy as np
 from pymol import CmdException, cmd
 
 from .backend import Backend
-from .display import (hex_color, level_colors, load_cgo_states, load_sdf_maps, mesh_cgo, ramp, speed_scale)
+from .coloring import atom_colors, atoms_at, atoms_in_step, speed_legend, surface_coloring
+from .display import hex_color, level_colors, load_cgo_states, load_sdf_maps, mesh_cgo
 from .parsing import Values, parse_values
 
 STYLES = ("cgo", "mesh", "map")
@@ -35,12 +36,12 @@ class TimePoints:
         if str(t).strip():
             ts = parse_values(t, "t")
             return cls(ts, [start + v * (stop - start) for v in ts], static)
-        states = parse_values(state, "state") if str(state).strip() else [float(current_state)]
+        states = parse_values(state, "state", last=stop, step=1.0) if str(state).strip() else [float(current_state)]
         return cls([0.0 if static else (s - start) / (stop - start) for s in states], states, static)
 
     def display_states(self) -> list[int]:
         """Object state of each time: the state number itself when every time falls on a distinct whole state
-        (so the surface plays in step with the atoms), else 1, 2, ..., n."""
+        (so the surface plays in step with the atoms; see :func:`filled_states`), else 1, 2, ..., n."""
         whole = [round(s) for s in self.states]
         aligned = (len(self.t) > 1 and not self.static and min(whole) >= 1 and len(set(whole)) == len(whole)
                    and np.allclose(whole, self.states, atol=1e-6))
@@ -54,6 +55,18 @@ class TimePoints:
             return "a static model (one trained state): every t gives the same surface"
         text = f"t = {_numbers(self.t)} (state {_numbers(self.states)})"
         return text + ", extrapolated beyond the trained states" if self.extrapolated() else text
+
+
+def filled_states(objects: Sequence, states: Sequence[int]) -> tuple[list, list[int]]:
+    """``objects`` in ``states``, with every state between them filled by the object of the state before it,
+    so that an object made of every 5th state shows a surface in every state (no flicker when played)."""
+    chosen = dict(zip(states, objects))
+    filled, current = [], objects[0]
+    every = list(range(min(states), max(states) + 1))
+    for state in every:
+        current = chosen.get(state, current)
+        filled.append(current)
+    return filled, every
 
 
 def _numbers(values: Sequence[float]) -> str:
@@ -86,26 +99,10 @@ def check_name(name: str, _self=cmd) -> None:
         raise CmdException(f"'{name}' is an existing {_self.get_type(name)}; choose another name=")
 
 
-def vertex_colors(meshes: list[list[dict]], color: str, levels: Sequence[float], _self=cmd) \
-        -> tuple[list[list[np.ndarray]], float | None]:
-    """Per-vertex colours of every mesh, and with ``color=speed`` the end of the symmetric speed scale."""
-    if color == "speed":
-        scale = speed_scale([mesh["speed"] for row in meshes for mesh in row])
-        return [[ramp(mesh["speed"] / scale) for mesh in row] for row in meshes], scale
-    if color == "auto":
-        rgbs = level_colors(levels)
-    else:
-        rgb = _self.get_color_tuple(color)
-        if rgb is None:
-            raise CmdException(f"unknown colour '{color}' (a PyMOL colour name, speed or auto)")
-        rgbs = [np.asarray(rgb)] * len(levels)
-    colors = [[np.broadcast_to(rgbs[j], (len(mesh["vertices"]), 3)) for j, mesh in enumerate(row)] for row in meshes]
-    return colors, None
-
-
 def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequence[float], name: str,
                  resolution: int = DEFAULT_RESOLUTION, color: str = "auto", style: str = "cgo", protein: str = "",
-                 min_component: float | None = None, _self=cmd) -> str:
+                 min_component: float | None = None, speed_range: tuple[float, float] | None = None,
+                 atoms: bool = False, _self=cmd) -> str:
     """Query the model and (re)place object ``name``; returns a one-line summary.
 
     Parameters
@@ -114,40 +111,62 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
     times : the time points; several make a multi-state object.
     levels : SDF levels in Å; several are shown together (and transparent as triangles).
     resolution : grid nodes per axis over the model's box.
-    color : ``auto`` (by level: positive red, zero white, negative blue), ``speed`` (normal speed,
-        blue-white-red), or a PyMOL colour name.
+    color : ``auto`` (one level: white, the object's colour, which ``color`` changes; several: positive red,
+        zero white, negative blue), ``speed`` (normal speed, blue-white-red, with a ramp object
+        ``<name>_speed``), ``atoms`` (each vertex the colour of the nearest atom at that time), or a PyMOL
+        colour name.
     style : ``cgo`` (triangles), ``mesh`` (lines) or ``map`` (SDF map + isosurfaces).
     protein : object name of a multi-object model.
     min_component : leave out floating pieces smaller than this fraction of the largest piece's volume
         (None: the backend's default; 0 keeps every piece). A map shows the whole field.
+    speed_range : the ends of the speed colour scale (None: symmetric, from the data).
+    atoms : also (re)make ``<name>_atoms``, the atoms at the same times, state for state.
     """
     if style not in STYLES:
         raise CmdException(f"as must be one of {', '.join(STYLES)}, got '{style}'")
     check_name(name, _self)
+    source = protein or info["protein_names"][0]
     states = times.display_states()
+    if (atoms or color == "atoms") and style != "map":
+        atoms_at(source, times.states[:1], _self)  # the atoms are there, before the query
     if style == "map":
         return _show_maps(backend, info, times, levels, name, resolution, color, protein, states, _self)
     meshes = backend.surfaces(info["name"], times.t, list(levels), resolution, protein, color == "speed",
                               min_component)
-    colors, scale = vertex_colors(meshes, color, levels, _self)
+    coloring = surface_coloring(meshes, color, levels, speed_range,
+                                _colored_atoms(source, times.states, _self) if color == "atoms" else None, _self)
+    colors = coloring.per_vertex or [[None] * len(row) for row in meshes]
     objects = [np.concatenate([mesh_cgo(mesh, c, style) for mesh, c in zip(row, row_colors)])
                for row, row_colors in zip(meshes, colors)]
-    load_cgo_states(name, objects, states, _self)
+    objects, object_states = filled_states(objects, states)
+    load_cgo_states(name, objects, object_states, _self)
+    if coloring.per_vertex is None:
+        _self.color(coloring.object_color, name)
     if len(levels) > 1 and style == "cgo":
         _self.set("cgo_transparency", 0.5, name)
-    triangles = sum(len(mesh["faces"]) for row in meshes for mesh in row)
-    summary = f"'{name}': {len(states)} state(s), {triangles} triangles, {times.describe()}"
-    if scale is None:
+    summary = (f"'{name}': {len(object_states)} state(s), "
+               f"{sum(len(mesh['faces']) for row in meshes for mesh in row)} triangles, {times.describe()}")
+    if atoms:
+        atoms_in_step(f"{name}_atoms", source, times.states, states, _self)
+        summary += f"; atoms at the same times in '{name}_atoms'"
+    if coloring.speed_range is None:
         return summary
+    speed_legend(f"{name}_speed", coloring.speed_range, _self)
+    low, high = coloring.speed_range
     span = abs(float(info["time_range"][1]) - float(info["time_range"][0])) or 1.0
-    return (f"{summary}; speed colours blue -{scale:.3g} .. white 0 .. red +{scale:.3g} Å per unit t "
-            f"(= {scale / span:.3g} Å per state), red moving outward")
+    return (f"{summary}; speed colours (legend '{name}_speed') blue {low:.3g} .. white .. red {high:.3g} Å per "
+            f"unit t (= {low / span:.3g} .. {high / span:.3g} Å per state), red moving outward")
+
+
+def _colored_atoms(source: str, states: Sequence[float], _self) -> list[tuple[np.ndarray, np.ndarray]]:
+    colors = atom_colors(source, _self)
+    return [(coords, colors) for coords in atoms_at(source, states, _self)]
 
 
 def _show_maps(backend: Backend, info: dict, times: TimePoints, levels: Sequence[float], name: str,
                resolution: int, color: str, protein: str, states: list[int], _self) -> str:
-    if color == "speed":
-        raise CmdException("color=speed needs as=cgo or as=mesh (an isosurface has no per-vertex colours)")
+    if color in ("speed", "atoms"):
+        raise CmdException(f"color={color} needs as=cgo or as=mesh (an isosurface has no per-vertex colours)")
     if len(times.t) > MAX_MAP_STATES:
         raise CmdException(f"as=map keeps a whole grid per time point: use at most {MAX_MAP_STATES} times, "
                            "or as=cgo for a longer series")

@@ -25,6 +25,8 @@ REPORT_EVERY = 0.1  # feedback line every 10 % of the training steps
 
 Report = Callable[[str], None]
 
+DEFAULT_PROBE = 1.4  # Å, the engine's default probe radius
+
 
 def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
     """The flat training arrays (``times``, ``proteins``, ``sizes``, ``coords``, ``radii``) of atom frames;
@@ -43,17 +45,20 @@ def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
 
 
 def train_settings(name: str, frames: Sequence[AtomFrames], selection: str, surface: str, preset: str,
-                   steps: int, device: str, members: int = 1, quality: str = "quick") -> dict:
+                   steps: int, device: str, members: int = 1, quality: str = "quick", probe: float = 1.4) -> dict:
     """The backend's training settings, with what the checkpoint should remember about the PyMOL side.
-    ``members`` and ``quality`` go only where they differ from the default, so that servers older than
-    those settings take the rest."""
+    ``members``, ``quality`` and ``probe`` go only where they differ from the default, so that servers
+    older than those settings take the rest."""
     objects = [frame.object for frame in frames]
     several = {"members": members} if members > 1 else {}
     if quality != "quick":
         several["quality"] = quality
+    if probe != DEFAULT_PROBE and surface == "ses":
+        several["probe"] = probe
     return dict(name=name, preset=preset, steps=steps, **several, device=device, protein_names=objects,
                 metadata=dict(source="pymol_dsr", selection=selection, surface=surface, objects=objects,
-                              states={frame.object: frame.states for frame in frames}))
+                              states={frame.object: frame.states for frame in frames},
+                              **({"probe": probe} if surface == "ses" else {})))
 
 
 def point_arrays(arrays: dict[str, np.ndarray], surfaces: Sequence[tuple[np.ndarray, np.ndarray]]) \

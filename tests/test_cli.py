@@ -5,10 +5,12 @@ import sys
 import numpy as np
 import pytest
 
-from dsr_backend.cli import main, parse_times
+from dsr_backend.cli import main
 from dsr_backend.errors import InvalidInputError
 from dsr_backend.meshio import read_ply
 from dsr_backend.series import SurfaceSeries
+from dsr_backend.trained import TrainedModel
+from tests.shapes import box
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_float16_storage_and_what_dsr_info_says_of_it(cli_model, tmp_path, capsy
 
 def test_several_times_and_levels_write_one_file_each(cli_model):
     folder, _, model_path = cli_model
-    assert main(["surface", str(model_path), "--t", "0:1:3", "--level", "0", "1", "--resolution", "24",
+    assert main(["surface", str(model_path), "--t", "0-1:0.5", "--level", "0", "1", "--resolution", "24",
                  "-o", str(folder / "s.obj")]) == 0
     names = sorted(p.name for p in folder.glob("s_t*.obj"))
     assert names == [f"s_t{t}_level{lv}.obj" for t in ("0.000", "0.500", "1.000") for lv in ("+0.00", "+1.00")]
@@ -84,11 +86,19 @@ def test_surfaces_from_a_trajectory(tmp_path):
     from MDAnalysisTests.datafiles import DCD, PSF
 
     out = tmp_path / "adk.npz"
-    assert main(["molsurf", PSF, DCD, "--frames", "0:20:10", "--spacing", "0.7", "-o", str(out), "-q"]) == 0
+    assert main(["molsurf", PSF, DCD, "--frames", "0-10:10", "--spacing", "0.7", "-o", str(out), "-q"]) == 0
     series = SurfaceSeries.load(out)
     assert series.num_frames == 2 and series.times.tolist() == [0.0, 10.0]
     assert series.protein_names == ["adk"]
     assert all(len(p) > 10000 for p in series.points)
+
+
+def test_molsurf_refuses_a_former_frame_slice_with_the_range_it_meant(tmp_path, capsys):
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    assert main(["molsurf", PSF, DCD, "--frames", "0:80:2", "-o", str(tmp_path / "x.npz"), "-q"]) == 2
+    assert "'0:80:2' is a former Python slice; write 0-78:2" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_the_former_name_of_molsurf_says_the_new_one(tmp_path, capsys):
@@ -119,12 +129,17 @@ def test_series_from_given_oriented_points(tmp_path, sphere_series):
     (["train", "{series}", "-o", "{tmp}/x.pt", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "{tmp}/missing.npz", "-o", "{tmp}/x.pt"], "no such series file"),
     (["surface", "{tmp}/garbage.pt", "-o", "{tmp}/x.ply"], "not a readable pymol-dsr checkpoint"),
-    (["surface", "{model}", "--t", "nan", "-o", "{tmp}/x.ply"], "t must be finite"),
-    (["surface", "{model}", "--t", "0.5", "--resolution", "3", "-o", "{tmp}/x.ply"], "resolution must be at least"),
+    (["surface", "{model}", "--t", "nan", "-o", "{tmp}/x.ply"], "--t must be a finite number"),
+    (["surface", "{model}", "--t", "0.5", "--resolution", "3", "-o", "{tmp}/x.ply"], "resolution must lie in [8, 512], got 3"),
     (["surface", "{model}", "--min-component", "2", "-o", "{tmp}/x.ply"], "min_component is a fraction"),
-    (["surface", "{model}", "--t", "0.5", "--resolution", "100000", "-o", "{tmp}/x.ply"], "use a resolution of at most"),
+    (["surface", "{model}", "--t", "0.5", "--resolution", "100000", "-o", "{tmp}/x.ply"], "resolution must lie in [8, 512], got 100000"),
     (["surface", "{model}", "--t", "0.5", "-o", "{tmp}/x.stl"], "output must end in .ply or .obj"),
-    (["surface", "{model}", "--t", "a:b", "-o", "{tmp}/x.ply"], "START:STOP:COUNT"),
+    (["surface", "{model}", "--t", "a:b", "-o", "{tmp}/x.ply"], "cannot read --t 'a:b'"),
+    (["surface", "{model}", "--t", "0:1:5", "-o", "{tmp}/x.ply"], "--t '0:1:5' is a former form; write 0-1:0.25"),
+    (["surface", "{model}", "--t", "0-0.001:0.0005", "-o", "{tmp}/x.ply"], "would both write"),
+    (["surface", "{model}", "--t", "0-1:0.001", "-o", "{tmp}/x.ply"], "too many --t values: at most 256"),
+    (["surface", "{model}", "--t", "1e39", "-o", "{tmp}/x.ply"], "--t must be a finite number of at most 1e9"),
+    (["surface", "{model}", "--state", "1e308", "-o", "{tmp}/x.ply"], "--state must be a finite number"),
     (["molsurf", "{tmp}/none.psf", "-o", "{tmp}/x.npz"], "none.psf"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv, message):
@@ -149,8 +164,25 @@ def test_console_script_runs_as_a_process(cli_model):
     assert failed.returncode == 2 and "no such checkpoint file" in failed.stderr
 
 
-def test_parse_times():
-    assert parse_times(["0", "0.5"]) == [0.0, 0.5]
-    assert parse_times(["0:1:5"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    with pytest.raises(InvalidInputError):
-        parse_times(["0:1:0"])
+
+
+def test_measure_prints_area_and_volume_over_time_and_plots_them(cli_model, sphere, tmp_path, capsys):
+    _, _, model_path = cli_model
+    assert main(["measure", str(model_path), "--t", "0-1:0.5", "--resolution", "48",
+                 "-o", str(tmp_path / "sizes.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [[float(v) for v in line.split()] for line in lines[1:4]]
+    model = TrainedModel.load(model_path)
+    for t, time, area, volume in rows:
+        radius = sphere.radius(time)  # the tiny model of a growing sphere: near the true sizes
+        assert area == pytest.approx(4 * np.pi * radius ** 2, rel=0.15)
+        assert volume == pytest.approx(4 / 3 * np.pi * radius ** 3, rel=0.15)
+        assert time == pytest.approx(float(model.time_map.fraction_to_time(t)))
+    assert (tmp_path / "sizes.png").stat().st_size > 10_000
+
+
+def test_area_and_volume_of_a_box():
+    from dsr_backend.measure import area_and_volume
+
+    corners, faces = box((2.0, 3.0, 4.0))
+    assert area_and_volume(corners, faces) == pytest.approx((52.0, 24.0))

@@ -121,7 +121,7 @@ def atom_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluate")
     traj, series, model = folder / "rod.xyz", folder / "series.npz", folder / "model.pt"
     write_xyz(traj)
-    assert main(["molsurf", str(traj), "--select", "all", "--frames", "0:9:2", "-o", str(series), "-q"]) == 0
+    assert main(["molsurf", str(traj), "--select", "all", "--frames", "0-8:2", "-o", str(series), "-q"]) == 0
     assert main(["train", str(series), "-o", str(model), "--preset", "tiny", "--steps", "150", "--device", "cpu",
                  "-q"]) == 0
     return folder, traj, model
@@ -159,10 +159,12 @@ def test_cli_against_a_trajectory(atom_model, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--frames", "0:40"], "reach outside the reference: it has 12 frames"),
-    (["--frames", "30"], "reach outside the reference"),
-    (["--train-frames", "0:9:2", "--protein", "other"], "unknown protein 'other'"),
-    (["--resolution", "4"], "resolution must be at least 8"),
+    (["--frames", "0-40"], "reaches outside 0-11"),
+    (["--frames", "0:40"], "former Python slice; write all"),
+    (["--frames", "2:40:2"], "former Python slice; write 2-10:2"),
+    (["--frames", "30"], "reaches outside 0-11"),
+    (["--train-frames", "0-8:2", "--protein", "other"], "unknown protein 'other'"),
+    (["--resolution", "4"], "resolution must lie in [8, 512], got 4"),
 ])
 def test_cli_bad_input(atom_model, capsys, extra, message):
     _, traj, model = atom_model
@@ -187,7 +189,7 @@ def test_cli_needs_the_training_frames(atom_model, capsys, tmp_path):
     torch.save(state, moved)
     assert run_evaluate(moved, traj) == 2
     assert "--train-frames" in capsys.readouterr().err
-    assert run_evaluate(moved, traj, "--train-frames", "0:9:2", "--no-baselines", "--frames", "0:4") == 0
+    assert run_evaluate(moved, traj, "--train-frames", "0-8:2", "--no-baselines", "--frames", "0-3") == 0
 
 
 def test_training_times_are_those_of_the_protein_scored(sphere_series, tmp_path):

@@ -1,5 +1,6 @@
 """The embedded backends: choosing one, the subprocess worker and its JSON-lines protocol, missing torch."""
 import os
+import re
 import stat
 import sys
 
@@ -10,6 +11,7 @@ from pymol import CmdException, cmd
 from scipy.spatial import cKDTree
 
 from dsr_backend.engine import Engine
+from dsr_backend.series import SurfaceSeries
 from pymol_dsr import backend as backends
 from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.backend import SubprocessBackend, embedded_backend
@@ -73,6 +75,28 @@ def test_the_worker_trains_and_answers_queries_with_arrays(worker, peptide_array
         engine.close()
 
 
+def test_the_probe_radius_shapes_the_surfaces_the_engine_computes(peptide_arrays, tmp_path):
+    arrays, coords = peptide_arrays
+    engine = Engine()
+    distance = {}
+    try:
+        for probe in (0.0, 1.4):
+            folder = tmp_path / f"probe{probe}"
+            folder.mkdir()
+            job = engine.submit_train(dict(name=f"p{probe}", preset="tiny", steps=1, device="cpu", probe=probe),
+                                      arrays, job_dir=str(folder))
+            assert engine.wait(job, timeout=120)["state"] == "done"
+            points = SurfaceSeries.load(folder / "series.npz").points[0]
+            distance[probe] = cKDTree(coords[1]).query(points)[0]
+        with pytest.raises(Exception, match=r"probe must be a radius in Å from 0 to 10"):
+            engine.submit_train(dict(name="bad", preset="tiny", probe=-1.0), arrays)
+    finally:
+        engine.close()
+    assert distance[0.0].max() < 2.1  # on the van der Waals spheres (radii up to 1.8 Å, grid error)
+    # the probe smooths over the crevices: less surface (fewer points), further from the atom centres
+    assert len(distance[1.4]) < 0.9 * len(distance[0.0]) and distance[1.4].mean() > distance[0.0].mean() + 0.05
+
+
 def test_worker_errors_come_back_as_one_line_messages(worker):
     with pytest.raises(CmdException, match="no DSR model named 'ghost'"):
         worker.surfaces("ghost", [0.5], [0.0])
@@ -105,7 +129,7 @@ def test_a_python_without_the_backend_names_the_pip_command(tmp_path):
     bare = tmp_path / "bare-python"
     bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # -S: no site-packages, no dsr_backend
     bare.chmod(bare.stat().st_mode | stat.S_IEXEC)
-    with pytest.raises(CmdException, match=r"did not start .*No module named.*-m pip install pymol-dsr"):
+    with pytest.raises(CmdException, match=r"did not start .*No module named.*-m pip install torch \""):
         SubprocessBackend(str(bare))
     with pytest.raises(CmdException, match="cannot run the Python '/no/such/python'"):
         SubprocessBackend("/no/such/python")
@@ -114,7 +138,9 @@ def test_a_python_without_the_backend_names_the_pip_command(tmp_path):
 def test_without_torch_and_without_a_python_the_error_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(backends, "torch_in_pymol", lambda: False)
     monkeypatch.delenv(backends.PYTHON_VARIABLE, raising=False)
-    with pytest.raises(CmdException, match=r"-m pip install pymol-dsr.*PYMOL_DSR_PYTHON"):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with pytest.raises(CmdException, match=rf'-m pip install torch "{re.escape(root)}" .*PYMOL_DSR_PYTHON'):
         embedded_backend()
+    assert os.path.isfile(os.path.join(backends.source_folder(), "setup.py"))
     with pytest.raises(CmdException, match="unknown backend 'remote'"):
         embedded_backend("remote")

@@ -53,6 +53,10 @@ def read_cgo(name: str, state: int = 1) -> list[dict]:
     return [{key: np.asarray(value) if key != "mode" else value for key, value in block.items()} for block in blocks]
 
 
+def object_rgb(name: str) -> tuple[float, float, float]:
+    return cmd.get_color_tuple(cmd.get_object_color_index(name))
+
+
 def distances(vertices: np.ndarray, state: int, selection: str = "pep") -> np.ndarray:
     return cKDTree(cmd.get_coords(selection, state)).query(vertices)[0]
 
@@ -65,7 +69,8 @@ def test_surface_at_t_lies_on_the_atoms_of_the_matching_state(trained):
         near = distances(block["vertices"], state)
         assert near.mean() < 2.2 and np.percentile(near, 99) < 3.5  # Å, on a peptide with vdW radii ~1.1-1.9
         assert near.mean() < distances(block["vertices"], other).mean()
-        np.testing.assert_allclose(block["colors"], 1.0)  # level 0 is white
+        assert block["colors"][0] is None  # drawn in the object's colour, white
+        assert object_rgb(f"surf{t}") == pytest.approx((1.0, 1.0, 1.0))
 
 
 def test_default_name_and_time_is_the_current_state(trained, capsys):
@@ -76,17 +81,61 @@ def test_default_name_and_time_is_the_current_state(trained, capsys):
 
 
 def test_a_t_range_gives_one_state_per_time(trained):
-    cmd.do(f"dsr_surface t=0:1:7, model={trained}, name=movie")
-    assert cmd.count_states("movie") == 7
-    assert all(len(read_cgo("movie", state)[0]["vertices"]) > 1000 for state in (1, 4, 7))
+    cmd.do(f"dsr_surface t=0-1:0.25, model={trained}, name=movie")
+    assert cmd.count_states("movie") == 5
+    assert all(len(read_cgo("movie", state)[0]["vertices"]) > 1000 for state in (1, 3, 5))
 
 
 def test_times_on_whole_states_line_up_with_the_atom_states(trained):
-    cmd.do(f"dsr_surface state=2:4:3, model={trained}, name=aligned")
+    cmd.do(f"dsr_surface state=2-4, model={trained}, name=aligned")
     assert cmd.count_states("aligned") == 4
     assert read_cgo("aligned", 1) == []
     for state in (2, 3, 4):
         assert distances(read_cgo("aligned", state)[0]["vertices"], state).mean() < 2.2
+
+
+def test_every_state_of_a_stepped_range_holds_a_surface(trained):
+    cmd.do(f"dsr_surface state=1-last:2, model={trained}, name=stepped")
+    assert cmd.count_states("stepped") == 5
+    held = [read_cgo("stepped", state)[0]["vertices"] for state in range(1, 6)]
+    assert all(len(vertices) > 1000 for vertices in held)
+    np.testing.assert_array_equal(held[1], held[0])  # state 2 holds the surface of state 1
+    assert distances(held[2], 3).mean() < 2.2
+
+
+def test_a_fractional_step_and_atoms_in_step(trained):
+    cmd.do(f"dsr_surface state=2-3:0.5, model={trained}, name=half, atoms=1")
+    assert cmd.count_states("half") == 3 and cmd.count_states("half_atoms") == 3
+    assert cmd.get_type("half_atoms") == "object:molecule"
+    middle = 0.5 * (cmd.get_coords("pep", 2) + cmd.get_coords("pep", 3))
+    np.testing.assert_allclose(cmd.get_coords("half_atoms", 2), middle, atol=1e-3)
+    np.testing.assert_allclose(cmd.get_coords("half_atoms", 3), cmd.get_coords("pep", 3), atol=1e-3)
+    vertices = read_cgo("half", 2)[0]["vertices"]
+    assert cKDTree(middle).query(vertices)[0].mean() < 2.2
+
+
+def test_pymol_colour_and_transparency_act_on_a_surface(trained):
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=plain")
+    cmd.do("color red, plain")
+    assert object_rgb("plain") == pytest.approx((1.0, 0.0, 0.0))
+    cmd.do("set cgo_transparency, 0.4, plain")
+    assert cmd.get_setting_float("cgo_transparency", "plain") == pytest.approx(0.4)
+    cmd.do(f"dsr_surface t=0.5, model={trained}, name=named, color=orange")
+    assert object_rgb("named") == pytest.approx(cmd.get_color_tuple("orange"))
+
+
+def test_atom_colours_go_onto_the_surface(trained):
+    cmd.color("grey50", "pep")
+    cmd.color("blue", "pep and resi 1-6")
+    cmd.color("yellow", "pep and resi 7-12")
+    cmd.do(f"dsr_surface state=3, model={trained}, name=painted, color=atoms")
+    (block,) = read_cgo("painted")
+    colors, vertices = block["colors"], block["vertices"]
+    near_first = cKDTree(cmd.get_coords("pep and resi 1-4", 3)).query(vertices)[0] < 1.5
+    near_last = cKDTree(cmd.get_coords("pep and resi 9-12", 3)).query(vertices)[0] < 1.5
+    assert near_first.sum() > 100 and near_last.sum() > 100
+    np.testing.assert_allclose(colors[near_first], np.broadcast_to(cmd.get_color_tuple("blue"), (near_first.sum(), 3)))
+    np.testing.assert_allclose(colors[near_last], np.broadcast_to(cmd.get_color_tuple("yellow"), (near_last.sum(), 3)))
 
 
 def test_extrapolation_is_said(trained, capsys):
@@ -108,7 +157,8 @@ def test_level_sets_are_nested_and_coloured(trained):
 
 def test_speed_colours_the_moving_half(trained, capsys):
     dsr_surface(t="0.5", model=trained, color="speed", name="speed", quiet=0)
-    assert "speed colours blue -" in capsys.readouterr().out
+    assert "speed colours (legend 'speed_speed') blue -" in capsys.readouterr().out
+    assert cmd.get_type("speed_speed") == "object:ramp"
     (block,) = read_cgo("speed")
     colors, vertices = block["colors"], block["vertices"]
     assert colors.shape == vertices.shape and np.ptp(colors, axis=0).max() > 0.3
@@ -176,6 +226,21 @@ def test_several_objects_train_one_model_with_a_code_each():
         assert distances(vertices, 1, shown).mean() < 0.6 * distances(vertices, 1, elsewhere).mean()
 
 
+def test_the_probe_defaults_to_pymols_solvent_radius_and_is_recorded():
+    cmd.set("solvent_radius", 1.2)
+    dsr_train("pep", "1-2", name="probed", preset="tiny", steps=2)
+    assert session_for(cmd).model_info("probed")["metadata"]["probe"] == pytest.approx(1.2)
+    dsr_train("pep", "1-2", name="probed", preset="tiny", steps=2, probe="0")
+    assert session_for(cmd).model_info("probed")["metadata"]["probe"] == 0.0
+
+
+def test_fit_superposes_the_states_before_training():
+    cmd.translate([5.0, 0.0, 0.0], "pep", state=3, camera=0)  # rigid drift of one state
+    dsr_train("pep", "1-3", name="fitted", preset="tiny", steps=2, fit="name CA and resi 1-6")
+    drift = cmd.get_coords("pep and name CA and resi 1-6", 3) - cmd.get_coords("pep and name CA and resi 1-6", 1)
+    assert np.abs(drift).max() < 0.01  # the unmoving half lies on state 1 again
+
+
 def test_training_on_pymols_own_surface():
     dsr_train("pep", "1-3", name="from_pymol", preset="tiny", steps=30, surface="pymol")
     assert session_for(cmd).model_info("from_pymol")["metadata"]["surface"] == "pymol"
@@ -241,8 +306,11 @@ def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(
     ("dsr_train pep, quality=perfect", "unknown quality 'perfect'; choose one of quick, best"),
     ("dsr_train pep, preview=2", "preview must be 0 or 1, got 2"),
     ("dsr_train pep, device=cuda", "no CUDA GPU"),
-    ("dsr_surface t=nan, model={model}", "t must be finite"),
-    ("dsr_surface t=0:1, model={model}", "start:stop:count"),
+    ("dsr_train pep, probe=-1", r"probe must lie in [0, 10] Å, got -1"),
+    ("dsr_train pep, probe=wide", "probe must be a radius in Å, got 'wide'"),
+    ("dsr_train pep, fit=name CA and resi 1", "has 1 atoms of 'pep' in state 1; superposing needs at least 3"),
+    ("dsr_surface t=nan, model={model}", "t must be a finite number"),
+    ("dsr_surface t=0:1, model={model}", "cannot read t '0:1'"),
     ("dsr_surface t=0.5, state=3, model={model}", "t or state, not both"),
     ("dsr_surface t=0.5, model=unknown_model", "no DSR model named 'unknown_model'"),
     ("dsr_surface t=0.5, model={model}, name=pep", "'pep' is an existing object:molecule"),
@@ -250,10 +318,20 @@ def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(
     ("dsr_surface t=0.5, model={model}, as=ribbon", "as must be one of cgo, mesh, map"),
     ("dsr_surface t=0.5, model={model}, color=nonsense", "unknown colour 'nonsense'"),
     ("dsr_surface t=0.5, model={model}, color=speed, as=map", "color=speed needs as=cgo or as=mesh"),
-    ("dsr_surface t=0:1:20, model={model}, as=map", "use at most 10 times"),
+    ("dsr_surface t=0.5, model={model}, color=atoms, as=map", "color=atoms needs as=cgo or as=mesh"),
+    ("dsr_surface t=0-1:0.05, model={model}, as=map", "use at most 10 times"),
+    ("dsr_surface t=0:1:20, model={model}", r"t=0:1:20 is the former start:stop:count form; write t=0-1:0.0526316"),
+    ("dsr_surface t=0-1, model={model}", "the range t=0-1 needs a step"),
+    ("dsr_surface t=0-1:0.001, model={model}", "too many t values: at most 256"),
+    ("dsr_surface t=1e39, model={model}", "t must be a finite number of at most 1e9"),
+    ("dsr_surface t=5000, model={model}", "t must be finite and within ±1000"),
+    ("dsr_surface t=0.5, model={model}, color=speed, range=1", "range must be two numbers"),
+    ("dsr_surface t=0.5, model={model}, color=speed, range=2 1", "low < high"),
+    ("dsr_surface t=0.5, model={model}, range=-1 1", "add color=speed"),
     ("dsr_surface t=0.5, model={model}, resolution=4", "resolution must be at least 8"),
+    ("dsr_surface t=0.5, model={model}, resolution=600", "resolution must lie in [8, 512], got 600"),
     ("dsr_surface t=0.5, model={model}, min_component=2", "min_component must be one fraction in [0, 1]"),
-    ("dsr_surface t=0.5, model={model}, min_component=lots", "min_component must be a number"),
+    ("dsr_surface t=0.5, model={model}, min_component=lots", "cannot read min_component 'lots'"),
     ("dsr_surface t=0.5, model={model}, shape=round", "unknown argument 'shape'"),
     ("dsr_load /no/such/file.pt", "no such file"),
     ("dsr_save {model}", "needs a file name"),

@@ -4,7 +4,9 @@ import math
 import pytest
 from pymol import CmdException
 
+from pymol_dsr import parsing
 from pymol_dsr.parsing import parse_states, parse_values
+from tests import ranges_table
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -44,30 +46,25 @@ def test_out_of_range_names_the_object_and_its_state_count():
         parse_states("1-150", 98, "object 'adk'")
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("0.5", [0.5]),
-    ("0 0.5 1", [0.0, 0.5, 1.0]),
-    ("0,1", [0.0, 1.0]),
-    ("0:1:5", [0.0, 0.25, 0.5, 0.75, 1.0]),
-    ("1:1:1", [1.0]),
-    ("-1 0:2:3", [-1.0, 0.0, 1.0, 2.0]),
-    (0.25, [0.25]),
-    ([1, 2], [1.0, 2.0]),
-])
-def test_values_and_ranges(value, expected):
-    assert parse_values(value) == pytest.approx(expected)
+def test_values_and_ranges_read_as_the_engine_reads_them():
+    for text, expected in ranges_table.GOOD:
+        assert parse_values(text, "t", last=ranges_table.LAST, step=1.0) == pytest.approx(expected), text
 
 
-def test_a_range_of_fifty():
-    values = parse_values("0:1:50", "t")
-    assert len(values) == 50 and values[0] == 0.0 and values[-1] == pytest.approx(1.0)
+def test_bad_values_are_refused_as_the_engine_refuses_them():
+    for text, message in ranges_table.BAD:
+        with pytest.raises(CmdException, match=message):
+            parse_values(text, "t", last=None)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("nan", "finite"), ("inf", "finite"), (math.nan, "finite"), ("-inf 0", "finite"),
-    ("abc", "must be a number"), ("0:1", "start:stop:count"), ("0:1:0", "positive whole"),
-    ("0:1:2.5", "positive whole"), ("", "must be a number"),
-])
-def test_bad_values(value, message):
-    with pytest.raises(CmdException, match=message):
-        parse_values(value, "t")
+def test_lists_and_numbers_pass_through():
+    assert parse_values(0.25) == [0.25] and parse_values([1, 2]) == [1.0, 2.0]
+    with pytest.raises(CmdException, match="finite"):
+        parse_values(math.nan, "t")
+
+
+def test_the_plugin_limit_is_the_engine_limit():
+    from dsr_backend.limits import MAX_TIMES
+    assert parsing.MAX_TIMES == MAX_TIMES
+
+

@@ -44,7 +44,7 @@ def test_train_then_surface_save_and_load_from_the_plugin(remote_session, server
     assert "remote_pep" in [model["name"] for model in server.json("GET", "/models")]
     cmd.do("dsr_surface t=0, model=remote_pep, name=surf, resolution=40")
     assert cmd.get_type("surf") == "object:cgo"
-    cmd.do("dsr_surface t=0:1:3, model=remote_pep, name=movie, resolution=32")
+    cmd.do("dsr_surface t=0-1:0.5, model=remote_pep, name=movie, resolution=32")
     assert cmd.count_states("movie") == 3
     mesh = remote_session.backend().surfaces("remote_pep", [0.0], [0.0], resolution=40)[0][0]
     with pytest.raises(CmdException, match="min_component is a fraction"):

@@ -71,7 +71,7 @@ def test_bad_queries_rejected(model):
         extract_surface(model, t=float("nan"))
     with pytest.raises(InvalidInputError, match="t must be finite"):
         extract_surfaces(model, [0.2, float("inf")])
-    with pytest.raises(InvalidInputError, match="resolution must be at least 8"):
+    with pytest.raises(InvalidInputError, match=r"resolution must lie in \[8, 512\], got 4"):
         extract_surface(model, resolution=4)
     with pytest.raises(ResourceLimitError, match="use a resolution of at most"):
         extract_surface(model, resolution=512, max_bytes=100 << 20)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dsr_backend.errors import InvalidInputError, MissingDependencyError
-from dsr_backend.trajectory import AtomFrames, parse_frame_slice, read_atom_frames
+from dsr_backend.trajectory import AtomFrames, read_atom_frames
 
 mda = pytest.importorskip("MDAnalysis")
 datafiles = pytest.importorskip("MDAnalysisTests.datafiles")
@@ -30,29 +30,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def adk() -> AtomFrames:
-    return read_atom_frames(PSF, [DCD], frames="0:10:2")
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("0:80:2", slice(0, 80, 2)), ("10:", slice(10, None)), (":50", slice(None, 50)),
-    ("5", slice(5, 6)), (":", slice(None, None)), ("::3", slice(None, None, 3)),
-    (" 2 : 8 ", slice(2, 8)), ("-1", slice(-1, None)), ("-3", slice(-3, -2)), ("-10:", slice(-10, None)),
-])
-def test_parse_frame_slice(text, expected):
-    assert parse_frame_slice(text) == expected
-
-
-@pytest.mark.parametrize("text, message", [
-    ("", "frame selection is empty; use ':' for all frames"),
-    ("abc", "must hold integers.*got 'abc'"),
-    ("1.5", "must hold integers.*got '1.5'"),
-    ("1:2:3:4", r"must be 'start:stop:step'.*got '1:2:3:4'"),
-    ("::0", "step must be positive; got 0"),
-    ("9:1:-1", "step must be positive; got -1"),
-])
-def test_parse_frame_slice_rejects(text, message):
-    with pytest.raises(InvalidInputError, match=message):
-        parse_frame_slice(text)
+    return read_atom_frames(PSF, [DCD], frames="0-8:2")
 
 
 def test_adk_frames_match_mdanalysis(adk, reference):
@@ -77,7 +55,7 @@ def test_adk_elements_and_radii(adk):
 
 
 def test_without_hydrogens(adk):
-    heavy = read_atom_frames(PSF, [DCD], frames="0:10:2", include_hydrogens=False)
+    heavy = read_atom_frames(PSF, [DCD], frames="0-8:2", include_hydrogens=False)
     assert "H" not in heavy.elements
     assert heavy.coords.shape == (5, 3341 - 1685, 3)
     keep = np.array(adk.elements) != "H"
@@ -86,15 +64,15 @@ def test_without_hydrogens(adk):
 
 
 def test_slice_object_selection_and_single_path():
-    frames = read_atom_frames(PSF, DCD, select="name CA", frames=slice(90, None, 5))
+    frames = read_atom_frames(PSF, DCD, select="name CA", frames="90-last:5")
     np.testing.assert_array_equal(frames.frame_indices, [90, 95])
     assert frames.coords.shape == (2, 214, 3) and set(frames.elements) == {"C"}
 
 
 def test_trajectories_are_concatenated():
-    frames = read_atom_frames(PSF, [DCD, DCD], select="resid 1:3", frames="97:99")
+    frames = read_atom_frames(PSF, [DCD, DCD], select="resid 1:3", frames="97-98")
     first = read_atom_frames(PSF, [DCD], select="resid 1:3", frames="0")
-    last = read_atom_frames(PSF, [DCD], select="resid 1:3", frames="-1")
+    last = read_atom_frames(PSF, [DCD], select="resid 1:3", frames="last")
     np.testing.assert_array_equal(frames.frame_indices, [97, 98])
     np.testing.assert_array_equal(frames.coords, np.concatenate([last.coords, first.coords]))
 
@@ -109,12 +87,12 @@ def test_selection_errors():
 
 
 def test_frame_selection_errors():
-    with pytest.raises(InvalidInputError, match=r"frame selection '200:' selects no frames; the trajectory has 98 frames \(0..97\)"):
-        read_atom_frames(PSF, [DCD], select="name CA", frames="200:")
-    with pytest.raises(InvalidInputError, match=r"frame selection slice\(50, 10, None\) selects no frames; the trajectory has 98 frames"):
-        read_atom_frames(PSF, [DCD], select="name CA", frames=slice(50, 10))
-    with pytest.raises(InvalidInputError, match="frame slice step must be positive; got -1"):
-        read_atom_frames(PSF, [DCD], frames=slice(None, None, -1))
+    with pytest.raises(InvalidInputError, match=r"frames '200-last' reaches outside 0-97"):
+        read_atom_frames(PSF, [DCD], select="name CA", frames="200-last")
+    with pytest.raises(InvalidInputError, match=r"frames '0:50' is a former Python slice; write 0-49"):
+        read_atom_frames(PSF, [DCD], select="name CA", frames="0:50")
+    with pytest.raises(InvalidInputError, match=r"frames must be whole numbers within the trajectory's 98 frames"):
+        read_atom_frames(PSF, [DCD], select="name CA", frames=[5, 120])
 
 
 def test_missing_files(tmp_path):

@@ -28,15 +28,13 @@ from ..checkpoint import resume_path
 from ..errors import DSRError, InvalidInputError
 from ..trained import TrainedModel
 from ..engine import Engine
+from ..limits import check_query
 from . import uploads
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
-MAX_TIMES, MAX_LEVELS = 256, 16
-MAX_QUERY_NODES = 8 * 256 ** 3
-"""Most grid nodes (times x resolution^3) one surface query may ask for; levels share a time's grid."""
 MAX_QUERY_MESHES = 256
 """Most meshes (times x levels) one surface query may return."""
 
@@ -382,16 +380,10 @@ class JobService:
             return _json_safe(self.engine.evaluate(name, arrays, **settings))
 
     def _check_query(self, ts: list[float], levels: list[float], resolution: int) -> None:
-        if not 1 <= len(ts) <= MAX_TIMES or not 1 <= len(levels) <= MAX_LEVELS:
-            raise InvalidInputError(f"give 1-{MAX_TIMES} times and 1-{MAX_LEVELS} levels")
-        if not np.all(np.isfinite(ts)) or not np.all(np.isfinite(levels)):
-            raise InvalidInputError("times and levels must be finite numbers")
-        if not 8 <= resolution <= self.config.max_resolution:
-            raise InvalidInputError(f"resolution must lie in [8, {self.config.max_resolution}]")
-        if len(ts) * resolution ** 3 > MAX_QUERY_NODES or len(ts) * len(levels) > MAX_QUERY_MESHES:
-            raise InvalidInputError(f"ask for at most {MAX_QUERY_MESHES} meshes (times x levels) and "
-                                    f"{MAX_QUERY_NODES:,} grid nodes (times x resolution^3) per query; "
-                                    f"split the request")
+        check_query(ts, levels, resolution, self.config.max_resolution)
+        if len(ts) * len(levels) > MAX_QUERY_MESHES:
+            raise InvalidInputError(f"ask for at most {MAX_QUERY_MESHES} meshes (times x levels) per query; "
+                                    "split the request")
 
     def close(self) -> None:
         """Stop: running jobs write a checkpoint and stay 'running' in the database, to resume at next start."""

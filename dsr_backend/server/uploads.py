@@ -16,9 +16,10 @@ import numpy as np
 
 from ..config import DEFAULT_PRESET, PRESETS, QUALITIES, preset as preset_config
 from ..errors import InvalidInputError
+from ..surface import DEFAULT_PROBE, MAX_PROBE
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-SETTINGS = ("name", "preset", "quality", "steps", "members", "device", "protein_names", "metadata")
+SETTINGS = ("name", "preset", "quality", "steps", "members", "device", "protein_names", "metadata", "probe")
 MAX_SETTINGS_CHARS = 256 * 1024
 MAX_STEPS = 10_000_000
 MAX_MEMBERS = 16
@@ -149,6 +150,9 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
         raise InvalidInputError(f"'members' must be an integer from 0 (the preset's) to {MAX_MEMBERS}")
     if members:
         preset_config(preset).with_members(members)  # only K-Planes presets have members
+    probe = settings.setdefault("probe", DEFAULT_PROBE)
+    if not isinstance(probe, (int, float)) or isinstance(probe, bool) or not 0 <= probe <= MAX_PROBE:
+        raise InvalidInputError(f"'probe' must be a radius in Å from 0 to {MAX_PROBE:g}")
     if not isinstance(settings.setdefault("device", ""), str):
         raise InvalidInputError("'device' must be a string")
     names = settings.get("protein_names", ["protein"])
