@@ -14,6 +14,19 @@ def temporary_name(path: str) -> str:
     return os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output that cannot be written: a missing or read-only folder, or a folder
+    where a file is meant."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    directory = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"cannot write {path}: it is a folder")
+    if not os.path.isdir(directory):
+        raise InvalidInputError(f"cannot write {path}: folder {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InvalidInputError(f"cannot write {path}: permission denied")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, flush it to disk, then move it into place.
 

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .atomic import check_writable
 from .checkpoint import is_resume_checkpoint, read_checkpoint
 from .config import TrainConfig
 from .demo import run_demo
@@ -22,7 +23,7 @@ from .query import extract_surfaces
 from .ranges import parse_numbers
 from .series import SurfaceSeries
 from .server.serve import add_serve_arguments, cmd_serve
-from .surface import solvent_excluded_surface
+from .surface import solvent_excluded_surfaces
 from .train_command import add_train_arguments, cmd_train
 from .trained import TrainedModel
 from .trajectory import read_atom_frames
@@ -32,14 +33,16 @@ logger = logging.getLogger("dsr_backend")
 
 # ---------------------------------------------------------------------- dsr molsurf
 def cmd_molsurf(args: argparse.Namespace) -> None:
+    check_writable(args.output)
     atoms = read_atom_frames(args.topology, args.trajectory, select=args.select, frames=args.frames,
-                             include_hydrogens=not args.no_hydrogens)
+                             include_hydrogens=not args.no_hydrogens, whole=args.whole, center=args.center,
+                             fit=args.fit)
     grid = {} if args.spacing is None else {"spacing": args.spacing}
-    points, normals = [], []
-    for coords in tqdm(atoms.coords, desc="surfaces", unit="frame", disable=args.quiet):
-        surface = solvent_excluded_surface(coords, atoms.radii, probe=args.probe, **grid)
-        points.append(surface.points)
-        normals.append(surface.normals)
+    with tqdm(total=len(atoms.coords), desc="surfaces", unit="frame", disable=args.quiet) as bar:
+        surfaces = solvent_excluded_surfaces(atoms.coords, [atoms.radii] * len(atoms.coords),
+                                             done=lambda count: bar.update(count - bar.n) and False,
+                                             probe=args.probe, **grid)
+    points, normals = [surface.points for surface in surfaces], [surface.normals for surface in surfaces]
     series = SurfaceSeries(points, normals, times=atoms.frame_indices.astype(float),
                            protein_names=[args.name or os.path.splitext(os.path.basename(args.topology))[0]])
     series.save(args.output)
@@ -63,6 +66,7 @@ def read_oriented_points(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cmd_series(args: argparse.Namespace) -> None:
+    check_writable(args.output)
     times = (parse_numbers(" ".join(args.times), "--times", step=1.0, limit=len(args.files) + 1) if args.times
              else list(range(len(args.files))))
     if len(times) != len(args.files):
@@ -111,6 +115,8 @@ def cmd_surface(args: argparse.Namespace) -> None:
     else:
         times = parse_numbers(" ".join(args.t or ["0.5"]), "--t")
     outputs = output_paths(args.output, times, args.level)
+    for path in {path for row in outputs for path in row}:
+        check_writable(path)
     meshes = extract_surfaces(model, times, args.level, args.resolution, args.protein, with_speed=args.speed,
                               min_component=args.min_component)
     for row, paths in zip(meshes, outputs):
@@ -124,6 +130,8 @@ def cmd_surface(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- dsr measure
 def cmd_measure(args: argparse.Namespace) -> None:
+    if args.output:
+        check_writable(args.output)
     model = TrainedModel.load(args.model, device=args.device)
     rows = surface_sizes(model, parse_numbers(" ".join(args.t), "--t"), args.resolution, args.protein)
     print(f"{'t':>7} {'time':>9} {'area Å²':>10} {'volume Å³':>11}")
@@ -201,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", type=float, default=1.4, help="probe radius in Å (default 1.4)")
     p.add_argument("--spacing", type=float, help="grid spacing in Å (default: the library's, 0.45)")
     p.add_argument("--no-hydrogens", action="store_true", help="leave hydrogens out of the surface")
+    p.add_argument("--whole", action="store_true", help="make molecules broken by periodic boundaries whole")
+    p.add_argument("--center", action="store_true", help="centre the selection in the box in every frame")
+    p.add_argument("--fit", help="superpose every frame on the first by these atoms, e.g. 'name CA'")
     p.add_argument("--name", help="protein name stored in the series (default: topology file name)")
     p.add_argument("-o", "--output", required=True, help="series file to write (.npz)")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .atomic import check_writable
 from .checkpoint import STORAGES
 from .config import DEFAULT_PRESET, QUALITIES, TrainConfig, preset
 from .distributed import DistributedTrainer, init_process_group, launch, leave_process_group, process_device
@@ -105,6 +106,7 @@ def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None =
     """
     trainer_class = trainer_class or Trainer
     device = device or args.device
+    check_writable(args.output)
     series = SurfaceSeries.load(args.series)
     if args.resume:
         trainer = trainer_class.resume(args.resume, series, device=device, steps=args.steps or 0)

@@ -47,6 +47,50 @@ class AtomFrames:
     times_ps: np.ndarray
 
 
+def _add_transformations(universe, atoms, whole: bool, center: bool) -> None:
+    """Unwrap (``whole``) and centre (``center``) ``atoms`` in every frame, through MDAnalysis' transformations."""
+    from MDAnalysis import transformations  # MDAnalysis is optional: imported with the universe's reader
+
+    steps = []
+    if whole:
+        if not hasattr(atoms, "bonds") or len(atoms.bonds) == 0:
+            try:
+                atoms.guess_bonds()
+            except Exception as error:  # MDAnalysis' guessers raise several types
+                raise InvalidInputError(f"cannot make the molecules whole: guessing bonds failed ({error})") from None
+        steps.append(transformations.unwrap(atoms))
+    if center:
+        steps.append(transformations.center_in_box(atoms))
+    if steps:
+        universe.trajectory.add_transformations(*steps)
+
+
+def _fit_mask(atoms, fit: str) -> np.ndarray:
+    """Which of ``atoms`` the fit selection picks; at least 3 of them."""
+    try:
+        chosen = atoms.select_atoms(fit)
+    except Exception as error:  # SelectionError and parser errors
+        raise InvalidInputError(f"invalid fit selection {fit!r}: {error}") from None
+    if len(chosen) < 3:
+        raise InvalidInputError(f"fit selection {fit!r} has {len(chosen)} of the selected atoms; superposing "
+                                "needs at least 3")
+    return np.isin(atoms.indices, chosen.indices)
+
+
+def _superpose(coords: np.ndarray, mask: np.ndarray) -> None:
+    """Rotate and move every frame of ``coords`` (K, N, 3), in place, onto the first by the atoms in ``mask``
+    (the least-squares superposition, Kabsch)."""
+    reference = coords[0, mask].astype(np.float64)
+    target = reference.mean(axis=0)
+    for frame in coords:
+        mobile = frame[mask].astype(np.float64)
+        centre = mobile.mean(axis=0)
+        u, _, vt = np.linalg.svd((mobile - centre).T @ (reference - target))
+        flip = np.sign(np.linalg.det(u @ vt))
+        rotation = u @ np.diag([1.0, 1.0, flip]) @ vt
+        frame[:] = (frame - centre) @ rotation + target
+
+
 def _checked_frames(frames: Sequence[int], count: int) -> list[int]:
     """Frame numbers given as a sequence, each a whole number within the trajectory."""
     indices = [int(index) for index in frames]
@@ -133,7 +177,8 @@ def _select(universe, select: str):
 
 
 def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: str = "protein",
-                     frames: str | Sequence[int] = "all", include_hydrogens: bool = True) -> AtomFrames:
+                     frames: str | Sequence[int] = "all", include_hydrogens: bool = True, whole: bool = False,
+                     center: bool = False, fit: str | None = None) -> AtomFrames:
     """Read the positions of selected atoms over selected frames of an MD trajectory.
 
     Parameters
@@ -149,6 +194,14 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
         :mod:`dsr_backend.ranges`), or the frame numbers themselves.
     include_hydrogens : bool
         Keep hydrogen atoms (elements H and D).
+    whole : bool
+        Make the selected molecules whole across periodic boundaries (MDAnalysis' ``unwrap``; bonds are
+        guessed from distances where the topology has none).
+    center : bool
+        Move the selection's centre of geometry to the centre of the box in every frame.
+    fit : str, optional
+        An MDAnalysis selection (e.g. ``"name CA"``) within the selected atoms: every frame is rotated and
+        moved onto the first frame read by these atoms (least squares).
 
     Returns
     -------
@@ -169,6 +222,7 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
                                     "nothing is left with include_hydrogens=False")
         atoms = atoms[heavy]
         elements = [symbol for symbol, keep in zip(elements, heavy) if keep]
+    _add_transformations(universe, atoms, whole, center)
     n_frames = len(universe.trajectory)
     indices = np.asarray(parse_indices(frames, n_frames, "frames") if isinstance(frames, str) else
                          _checked_frames(frames, n_frames), dtype=np.int64)
@@ -182,6 +236,8 @@ def read_atom_frames(topology: str, trajectories: Sequence[str] = (), select: st
                                     "non-finite (NaN or infinite) coordinates")
         coords[k] = positions
         times[k] = timestep.time
+    if fit:
+        _superpose(coords, _fit_mask(atoms, fit))
     logger.info("read %d atoms x %d frames from %s", len(atoms), len(indices), topology)
     return AtomFrames(coords=coords, radii=np.asarray(vdw_radii(elements), dtype=np.float32),
                       elements=elements, frame_indices=indices, times_ps=times)

@@ -93,6 +93,16 @@ def test_surfaces_from_a_trajectory(tmp_path):
     assert all(len(p) > 10000 for p in series.points)
 
 
+def test_molsurf_makes_a_solvated_protein_whole(tmp_path):
+    from MDAnalysisTests.datafiles import GRO, XTC
+
+    out = tmp_path / "whole.npz"
+    assert main(["molsurf", GRO, XTC, "--frames", "0", "--whole", "--center", "--fit", "name CA", "--spacing", "0.8",
+                 "-o", str(out), "-q"]) == 0
+    (points,) = SurfaceSeries.load(out).points
+    assert np.ptp(points, axis=0).max() < 70  # one protein, not pieces across the 80 Å box
+
+
 def test_molsurf_refuses_a_former_frame_slice_with_the_range_it_meant(tmp_path, capsys):
     from MDAnalysisTests.datafiles import DCD, PSF
 
@@ -141,6 +151,10 @@ def test_series_from_given_oriented_points(tmp_path, sphere_series):
     (["surface", "{model}", "--t", "1e39", "-o", "{tmp}/x.ply"], "--t must be a finite number of at most 1e9"),
     (["surface", "{model}", "--state", "1e308", "-o", "{tmp}/x.ply"], "--state must be a finite number"),
     (["molsurf", "{tmp}/none.psf", "-o", "{tmp}/x.npz"], "none.psf"),
+    (["train", "{series}", "-o", "{tmp}/missing/x.pt", "--preset", "tiny"], "folder {tmp}/missing does not exist"),
+    (["train", "{series}", "-o", "{tmp}", "--preset", "tiny"], "cannot write {tmp}: it is a folder"),
+    (["surface", "{model}", "-o", "{tmp}/missing/x.ply"], "folder {tmp}/missing does not exist"),
+    (["measure", "{model}", "-o", "{tmp}/missing/x.png"], "folder {tmp}/missing does not exist"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv, message):
     _, series_path, model_path = cli_model
@@ -150,7 +164,7 @@ def test_bad_input_exits_nonzero_with_one_line(cli_model, tmp_path, capsys, argv
     filled = [a.format(tmp=tmp_path, series=series_path, model=model_path) for a in argv]
     assert main(filled) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert message.format(tmp=tmp_path) in err and len(err.splitlines()) == 1
     assert not any((tmp_path / name).exists() for name in ("x.pt", "x.ply", "x.npz"))
 
 

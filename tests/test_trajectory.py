@@ -132,3 +132,37 @@ def test_missing_mdanalysis(monkeypatch):
     monkeypatch.setitem(sys.modules, "MDAnalysis", None)
     with pytest.raises(MissingDependencyError, match=r'pip install "pymol-dsr\[md\]"'):
         read_atom_frames(PSF, [DCD])
+
+
+def mesh_pieces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Face counts of the connected pieces of a triangle mesh, largest first."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    _, label = connected_components(graph, directed=False)
+    return np.sort(np.bincount(label[faces[:, 0]]))[::-1]
+
+
+def test_a_solvated_trajectory_made_whole_gives_one_closed_protein_surface():
+    from MDAnalysisTests.datafiles import GRO, XTC
+
+    from dsr_backend.surface import solvent_excluded_surface
+
+    broken = read_atom_frames(GRO, [XTC], frames="0")
+    whole = read_atom_frames(GRO, [XTC], frames="0-4:4", whole=True, center=True, fit="name CA")
+    assert whole.coords.shape == (2, 3341, 3)
+    assert np.ptp(broken.coords[0], axis=0).max() > 75  # split across the periodic box as stored
+    assert np.ptp(whole.coords[0], axis=0).max() < 65
+    for coords in whole.coords:
+        surface = solvent_excluded_surface(coords, whole.radii, spacing=0.8, mesh=True)
+        pieces = mesh_pieces(surface.vertices, surface.faces)
+        assert pieces[0] > 0.97 * pieces.sum()  # one protein surface (small inner cavities aside)
+    first, last = whole.coords
+    assert np.sqrt(((first - last) ** 2).sum(axis=1)).mean() < 3.0  # superposed: no drift left
+
+
+def test_a_fit_selection_needs_three_atoms():
+    with pytest.raises(InvalidInputError, match="fit selection 'name CA and resid 1' has 1 of the selected atoms"):
+        read_atom_frames(PSF, [DCD], frames="0-1", fit="name CA and resid 1")
