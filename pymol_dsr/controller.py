@@ -12,6 +12,8 @@ from .session import session_for
 from .training import progress_line
 
 PRESET_CHOICES = ("fast", "small", "tiny", "paper")  # the first is the default
+COLOR_CHOICES = ("auto", "atoms", "speed")  # or any PyMOL colour name typed in
+RESOLUTION_CHOICES = (48, 64, 96, 128)
 SLIDER_STEPS = 100          # slider positions per unit of t
 SLIDER_MAX_T = 1.25         # the slider reaches a quarter of the range past the last trained state
 
@@ -74,12 +76,20 @@ class DialogController:
         return [(name, self._self.count_states(name)) for name in self._self.get_names("public_objects")
                 if self._self.get_type(name) == "object:molecule"]
 
-    def train(self, selection: str, states: str, preset: str, steps: int, members: int = 1) -> bool:
-        """Start training in the background; False (and ``message`` says why) if the input is bad.
-        ``members`` > 1 trains the mean of that many models (preset fast)."""
+    def default_probe(self) -> float:
+        """PyMOL's ``solvent_radius``, the probe a training uses unless told otherwise."""
+        return float(self._self.get_setting_float("solvent_radius"))
+
+    def train(self, selection: str, states: str, preset: str, steps: int, members: int = 1,
+              probe: float | None = None, preview: bool = False) -> bool:
+        """Start training ``selection`` (an object or any selection) in the background; False (and ``message``
+        says why) if the input is bad. ``members`` > 1 trains the mean of that many models (preset fast);
+        ``probe`` is the probe radius in Å (None: PyMOL's solvent_radius); ``preview`` keeps a preview object
+        up to date (GUI)."""
+        options = {"async": 1, "probe": "" if probe is None else str(probe)}
         try:
             self.model = dsr_train(selection, states, preset=preset, steps=int(steps), members=int(members),
-                                   quiet=0, _self=self._self, **{"async": 1})
+                                   preview=int(preview), quiet=0, _self=self._self, **options)
         except CmdException as error:
             self.message = error.message
             return False
@@ -114,15 +124,30 @@ class DialogController:
     def surface_name(self, model: str) -> str:
         return f"{model}_dialog"
 
-    def show(self, model: str, t: float, level: float) -> None:
+    def show(self, model: str, t: float, level: float, color: str = "auto",
+             resolution: int = RESOLUTION_CHOICES[1]) -> None:
         """Show ``model`` at ``t`` and ``level`` in the background (the newest request wins)."""
-        self._surfaces.submit(lambda: self._show_now(model, t, level))
+        self._surfaces.submit(lambda: self._show_now(model, t, level, color, resolution))
 
-    def _show_now(self, model: str, t: float, level: float) -> None:
+    def movie(self, model: str, color: str = "auto", resolution: int = RESOLUTION_CHOICES[1]) -> None:
+        """Show ``model`` at every trained state, with the atoms in step, as ``<model>_movie`` (background)."""
+        self._surfaces.submit(lambda: self._movie_now(model, color, resolution))
+
+    def _show_now(self, model: str, t: float, level: float, color: str, resolution: int) -> None:
         try:
-            dsr_surface(t=t, model=model, level=level, name=self.surface_name(model), quiet=1, _self=self._self)
+            dsr_surface(t=t, model=model, level=level, name=self.surface_name(model), color=color,
+                        resolution=resolution, quiet=1, _self=self._self)
             note = training_note(self.session.model_info(model))
             self.message = f"'{model}' at t = {t:.2f}, level {level:g} Å{note}"
+        except CmdException as error:
+            self.message = error.message
+
+    def _movie_now(self, model: str, color: str, resolution: int) -> None:
+        try:
+            start, stop = (float(v) for v in self.session.model_info(model)["time_range"])
+            name = dsr_surface(state=f"{start:g}-{stop:g}", model=model, name=f"{model}_movie", color=color,
+                               resolution=resolution, quiet=1, _self=self._self, atoms="1")
+            self.message = f"'{name}': every trained state, atoms in '{name}_atoms'; play it with the movie controls"
         except CmdException as error:
             self.message = error.message
 

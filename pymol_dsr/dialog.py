@@ -4,13 +4,14 @@ from __future__ import annotations
 from pymol import cmd
 from pymol.Qt import QtCore, QtWidgets
 
-from .controller import PRESET_CHOICES, DialogController
+from .controller import COLOR_CHOICES, PRESET_CHOICES, RESOLUTION_CHOICES, DialogController
 
 REFRESH_MS = 250
 
 
 class DSRDialog(QtWidgets.QDialog):
-    """Object and states, preset, steps and models averaged, Train/Cancel with progress, a time slider, level, models."""
+    """Selection and states, preset, steps, models averaged, probe and preview, Train/Cancel with progress, the
+    models, a time slider, level, colour and resolution, and a Movie button (every trained state)."""
 
     def __init__(self, parent=None, _self=cmd):
         super().__init__(parent)
@@ -24,6 +25,8 @@ class DSRDialog(QtWidgets.QDialog):
 
     def _build(self) -> None:
         self.object_box = QtWidgets.QComboBox()
+        self.object_box.setEditable(True)  # an object from the list, or any selection typed in
+        self.object_box.setToolTip("an object, or any selection (e.g. adk and chain A)")
         self.states_edit = QtWidgets.QLineEdit("all")
         self.states_edit.setToolTip("PyMOL states, e.g. 1-150, 1-80:2, 2-last, 1 5 9")
         self.preset_box = QtWidgets.QComboBox()
@@ -35,6 +38,13 @@ class DSRDialog(QtWidgets.QDialog):
         self.members_spin.setRange(1, 16)
         self.members_spin.setToolTip("preset fast: train this many models side by side and show their mean "
                                      "(a little more accurate between states, that many times the time)")
+        self.probe_spin = QtWidgets.QDoubleSpinBox()
+        self.probe_spin.setRange(0.0, 10.0)
+        self.probe_spin.setSingleStep(0.1)
+        self.probe_spin.setSuffix(" Å")
+        self.probe_spin.setValue(self.controller.default_probe())
+        self.probe_spin.setToolTip("solvent probe radius of the solvent-excluded surface (0: van der Waals)")
+        self.preview_check = QtWidgets.QCheckBox("keep a preview of the surface up to date while it trains")
         self.train_button = QtWidgets.QPushButton("Train")
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.progress_bar = QtWidgets.QProgressBar()
@@ -49,17 +59,26 @@ class DSRDialog(QtWidgets.QDialog):
         self.level_spin.setRange(-20.0, 20.0)
         self.level_spin.setSingleStep(0.5)
         self.level_spin.setSuffix(" Å")
+        self.color_box = QtWidgets.QComboBox()
+        self.color_box.setEditable(True)  # auto, atoms, speed, or a PyMOL colour name
+        self.color_box.addItems(list(COLOR_CHOICES))
+        self.resolution_box = QtWidgets.QComboBox()
+        self.resolution_box.addItems([str(r) for r in RESOLUTION_CHOICES])
+        self.resolution_box.setCurrentText(str(RESOLUTION_CHOICES[1]))
+        self.movie_button = QtWidgets.QPushButton("Movie (every trained state)")
         refresh = QtWidgets.QPushButton("Refresh")
 
         form = QtWidgets.QFormLayout()
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.object_box, 1)
         row.addWidget(refresh)
-        form.addRow("Object", row)
+        form.addRow("Selection", row)
         form.addRow("States", self.states_edit)
         form.addRow("Preset", self.preset_box)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Models averaged", self.members_spin)
+        form.addRow("Probe", self.probe_spin)
+        form.addRow(self.preview_check)
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
@@ -72,6 +91,9 @@ class DSRDialog(QtWidgets.QDialog):
         slider.addWidget(self.time_label)
         form.addRow("Time", slider)
         form.addRow("Level", self.level_spin)
+        form.addRow("Colour", self.color_box)
+        form.addRow("Resolution", self.resolution_box)
+        form.addRow(self.movie_button)
         self.setLayout(form)
 
         refresh.clicked.connect(self.refresh_objects)
@@ -80,6 +102,9 @@ class DSRDialog(QtWidgets.QDialog):
         self.time_slider.valueChanged.connect(self.show_surface)
         self.level_spin.valueChanged.connect(self.show_surface)
         self.model_list.currentTextChanged.connect(self.show_surface)
+        self.color_box.currentTextChanged.connect(self.show_surface)
+        self.resolution_box.currentTextChanged.connect(self.show_surface)
+        self.movie_button.clicked.connect(self.movie)
 
     def refresh_objects(self) -> None:
         current = self.object_box.currentText()
@@ -93,7 +118,8 @@ class DSRDialog(QtWidgets.QDialog):
 
     def train(self) -> None:
         self.controller.train(self.object_box.currentText(), self.states_edit.text(), self.preset_box.currentText(),
-                              self.steps_spin.value(), self.members_spin.value())
+                              self.steps_spin.value(), self.members_spin.value(), self.probe_spin.value(),
+                              self.preview_check.isChecked())
         self.refresh_progress()
 
     def refresh_progress(self) -> None:
@@ -116,7 +142,13 @@ class DSRDialog(QtWidgets.QDialog):
         self.time_label.setText(f"t = {t:.2f}")
         item = self.model_list.currentItem()
         if item is not None:
-            self.controller.show(item.text(), t, self.level_spin.value())
+            self.controller.show(item.text(), t, self.level_spin.value(), self.color_box.currentText(),
+                                 int(self.resolution_box.currentText()))
+
+    def movie(self) -> None:
+        item = self.model_list.currentItem()
+        if item is not None:
+            self.controller.movie(item.text(), self.color_box.currentText(), int(self.resolution_box.currentText()))
 
 
 _dialog: DSRDialog | None = None  # one dialog per PyMOL window, kept alive while the window lives

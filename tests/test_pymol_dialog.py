@@ -36,6 +36,23 @@ def test_train_progress_and_show_at_t():
     assert "t = 0.50" in controller.message
 
 
+def test_a_selection_probe_colour_resolution_and_the_movie():
+    controller = DialogController()
+    assert controller.default_probe() == pytest.approx(cmd.get_setting_float("solvent_radius"))
+    assert controller.train("pep and resi 1-8", "1-3", "tiny", 40, probe=1.0)
+    finish(controller)
+    info = session_for(cmd).model_info(controller.model)
+    assert info["metadata"]["selection"] == "pep and resi 1-8" and info["metadata"]["probe"] == 1.0
+    controller.show(controller.model, 0.5, 0.0, color="atoms", resolution=48)
+    assert controller.wait_for_surface(60) and "t = 0.50" in controller.message
+    controller.movie(controller.model, color="orange", resolution=48)
+    assert controller.wait_for_surface(120), controller.message
+    movie = f"{controller.model}_movie"
+    assert cmd.count_states(movie) == 3 and cmd.count_states(f"{movie}_atoms") == 3
+    assert cmd.get_color_tuple(cmd.get_object_color_index(movie)) == pytest.approx(cmd.get_color_tuple("orange"))
+    assert "every trained state" in controller.message
+
+
 def test_bad_input_and_cancel_are_reported():
     controller = DialogController()
     assert not controller.train("pep", "1-9", "tiny", 10)
@@ -107,6 +124,7 @@ def test_the_qt_dialog_trains_and_shows(monkeypatch):
     dialog.states_edit.setText("1-3")
     dialog.preset_box.setCurrentText("tiny")
     dialog.steps_spin.setValue(30)
+    assert dialog.probe_spin.value() == pytest.approx(cmd.get_setting_float("solvent_radius"))
     dialog.train_button.click()
     finish(dialog.controller)
     dialog.refresh_progress()
@@ -118,4 +136,8 @@ def test_the_qt_dialog_trains_and_shows(monkeypatch):
     app.processEvents()
     assert dialog.time_label.text() == "t = 1.00"
     assert cmd.get_type(dialog.controller.surface_name(dialog.model_list.currentItem().text())) == "object:cgo"
+    dialog.resolution_box.setCurrentText("48")
+    dialog.movie_button.click()
+    assert dialog.controller.wait_for_surface(120)
+    assert cmd.count_states(f"{dialog.model_list.currentItem().text()}_movie") == 3
     dialog.close()
