@@ -87,21 +87,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
                                                  **state}, handle))
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint written by :func:`save_checkpoint`.
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    label: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint` (``label`` names it in messages;
+    default its path).
 
     Raises
     ------
     CheckpointError
         If the file is missing, unreadable, or not a pymol-dsr checkpoint of a known version.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+    file = os.fspath(path)
+    path = label or file
+    if os.path.isdir(file):
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not os.path.isfile(file):
         raise CheckpointError(f"no such checkpoint file: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as error:  # pickle, zip and torch errors all mean "not a readable checkpoint"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights only load failed" in reason.lower():  # torch's advice to unpickle must not reach users
+            reason = "it holds Python objects besides tensors and numbers, which are never loaded"
         raise CheckpointError(f"{path} is not a readable pymol-dsr checkpoint: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pymol-dsr checkpoint (no '{CHECKPOINT_FORMAT}' tag)")

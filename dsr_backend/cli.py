@@ -13,7 +13,6 @@ from tqdm import tqdm
 from . import __version__
 from .atomic import check_writable
 from .checkpoint import is_resume_checkpoint, read_checkpoint
-from .config import TrainConfig
 from .demo import run_demo
 from .errors import InvalidInputError, MissingDependencyError, exit_status
 from .evaluate_command import add_evaluate_parser, add_min_component_argument
@@ -25,7 +24,7 @@ from .series import SurfaceSeries
 from .server.serve import add_serve_arguments, cmd_serve
 from .surface import solvent_excluded_surfaces
 from .train_command import add_train_arguments, cmd_train
-from .trained import TrainedModel
+from .trained import TrainedModel, checked_contents
 from .trajectory import read_atom_frames
 
 logger = logging.getLogger("dsr_backend")
@@ -170,7 +169,7 @@ def write_size_plot(path: str, rows: list[tuple[float, float, float, float]], ti
 # ---------------------------------------------------------------------- dsr info
 def cmd_info(args: argparse.Namespace) -> None:
     state = read_checkpoint(args.model)
-    config, times, norm = TrainConfig.from_dict(state["config"]), state["time_map"], state["normalization"]
+    config, times, norm = checked_contents(state, args.model), state["time_map"], state["normalization"]
     history = state.get("history") or []
     kind = ("resume checkpoint: weights, optimiser and random state (continue with dsr train ... --resume)"
             if is_resume_checkpoint(state) else f"model, {state['storage']} weights")

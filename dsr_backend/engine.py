@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import atomic_write, check_writable
+from .checkpoint import resume_path
 from .config import DEFAULT_PRESET, PRESETS, QUALITIES, TrainConfig, preset
 from .errors import DSRError, InvalidInputError
 from .evaluate import ReferenceFrames, evaluate
@@ -34,7 +36,6 @@ from .kplanes import KPlanesConfig
 from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .report import markdown_table
 from .series import SurfaceSeries
-from .checkpoint import resume_path
 from .surface import DEFAULT_PROBE, MAX_PROBE, solvent_excluded_surfaces
 from .train import Trainer
 from .trained import TrainedModel, resolve_device
@@ -327,9 +328,15 @@ class Engine:
                                     "when the training ends")
         stored = self._stored(name)
         path = os.path.abspath(os.path.expanduser(path))
-        if os.path.abspath(stored.path) != path:
+        if os.path.abspath(stored.path) == path:
+            return dict(name=name, path=path)
+        try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            shutil.copyfile(stored.path, path)
+            check_writable(path)
+            with open(stored.path, "rb") as source:
+                atomic_write(path, lambda handle: shutil.copyfileobj(source, handle))
+        except OSError as error:
+            raise InvalidInputError(f"cannot write {path}: {error.strerror or error}") from None
         return dict(name=name, path=path)
 
     def load_model(self, path: str, name: str, device: str = "") -> dict:

@@ -78,6 +78,9 @@ class TimeMap:
         """d(model time) / d(fraction t); 0 for a static series."""
         return 0.0 if self.is_static else 2.0
 
+MAX_COORDINATE = 1e6
+"""The largest |coordinate| in Å of a surface point or an atom (beyond it float32 arithmetic breaks down)."""
+
 
 def check_finite_t(t: np.ndarray | float) -> np.ndarray:
     """Return ``t`` as a 1-d float array, or raise if any value is NaN or infinite."""
@@ -101,6 +104,8 @@ def _check_frame(index: int, points: np.ndarray, normals: np.ndarray) -> tuple[n
             f"frame {index}: normals must have the shape of the points {points.shape}, got {normals.shape}")
     if not np.all(np.isfinite(points)):
         raise InvalidInputError(f"frame {index}: points contain NaN or infinite coordinates")
+    if len(points) and np.abs(points).max() > MAX_COORDINATE:
+        raise InvalidInputError(f"frame {index}: points reach beyond ±{MAX_COORDINATE:g} Å")
     if not np.all(np.isfinite(normals)):
         raise InvalidInputError(f"frame {index}: normals contain NaN or infinite values")
     lengths = np.linalg.norm(normals, axis=1)

@@ -39,6 +39,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from .errors import InvalidInputError, ResourceLimitError
+from .series import MAX_COORDINATE
 from .threads import cpu_workers, single_thread
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,8 @@ def _validate(coords, radii, probe, spacing, device) -> tuple[torch.Tensor, torc
         raise InvalidInputError("coords must hold at least one atom; got 0 atoms")
     if not bool(torch.isfinite(centres).all()):
         raise InvalidInputError("coords must be finite; got NaN or infinite values")
+    if float(centres.abs().max()) > MAX_COORDINATE:
+        raise InvalidInputError(f"coords must lie within ±{MAX_COORDINATE:g} Å; got {float(centres.abs().max()):.3g}")
     if not bool(torch.isfinite(atom_radii).all()):
         raise InvalidInputError("radii must be finite; got NaN or infinite values")
     if not bool((atom_radii > 0).all()):

@@ -16,6 +16,52 @@ from .series import Normalization, TimeMap, check_finite_t
 from .threads import flushing_denormals
 
 
+MAX_PARAMETERS = 200_000_000
+"""The most parameters a checkpoint may declare (the paper's model has 1.8 M, fast 4.3 M at 40 states)."""
+MAX_COORDINATE = 1e6
+"""The largest |centre| and box half size in Å a checkpoint may hold."""
+
+
+def checked_contents(state: dict[str, Any], path: str = "the checkpoint") -> TrainConfig:
+    """Validate what a checkpoint holds besides its format (see :func:`read_checkpoint`): types, shapes,
+    finite values, a sane box and time map, and a declared network that matches the weights and stays
+    within :data:`MAX_PARAMETERS`, checked before anything is allocated. Returns its configuration."""
+    def damaged(what: str) -> CheckpointError:
+        return CheckpointError(f"{path} is damaged: {what}")
+
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError, KeyError, AttributeError, InvalidInputError) as error:
+        raise damaged(f"its configuration cannot be read ({error})") from None
+    norm, times, names = state["normalization"], state["time_map"], state["protein_names"]
+    try:
+        center, scale = [float(c) for c in norm["center"]], float(norm["scale"])
+        start, stop = float(times["start"]), float(times["stop"])
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise damaged("its normalization or time map is not numbers") from None
+    if len(center) != 3 or not all(np.isfinite(center + [scale])) or not 0 < scale <= MAX_COORDINATE \
+            or max(abs(c) for c in center) > MAX_COORDINATE:
+        raise damaged(f"its box (centre {center}, half size {scale}) is not a finite box of positive size")
+    if not (np.isfinite(start) and np.isfinite(stop)) or stop < start or max(abs(start), abs(stop)) > 1e9:
+        raise damaged(f"its time map ({start} .. {stop}) is not a finite range")
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise damaged("its protein names are not a list of names")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise damaged("its step count is not a whole number")
+    if not isinstance(state.get("metadata", {}), dict):
+        raise damaged("its metadata is not a dictionary")
+    given = sum(int(v.numel()) for v in state["model_state"].values() if isinstance(v, torch.Tensor))
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated for the declared network
+            declared = sum(int(v.numel()) for v in build_network(config.model).state_dict().values())
+    except (TypeError, ValueError, RuntimeError, InvalidInputError) as error:
+        raise damaged(f"it declares a network that cannot be built ({error})") from None
+    if declared > MAX_PARAMETERS or declared != given:
+        raise damaged(f"it declares a network of {declared:,} parameters but holds {given:,} "
+                      f"(at most {MAX_PARAMETERS:,})")
+    return config
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` or "auto": CUDA when available, else CPU; otherwise the named device, checked."""
     if device is None or str(device) == "auto":
@@ -43,10 +89,11 @@ class TrainedModel:
         return next(self.network.parameters()).device
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> "TrainedModel":
-        """Build from a validated checkpoint dictionary."""
+    def from_state(cls, state: dict[str, Any], device: torch.device, label: str = "the checkpoint") -> "TrainedModel":
+        """Build from a checkpoint dictionary (its contents validated here, see :func:`checked_contents`);
+        ``label`` names it in messages."""
+        config = checked_contents(state, label)
         try:
-            config = TrainConfig.from_dict(state["config"])
             network = build_network(config.model)
             network.load_state_dict(state["model_state"])
         except (TypeError, ValueError, RuntimeError, KeyError) as error:
@@ -59,10 +106,13 @@ class TrainedModel:
                    metadata=dict(state.get("metadata", {})))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "TrainedModel":
-        """Load a checkpoint file for queries (on CUDA when available unless ``device`` says otherwise)."""
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             label: str | None = None) -> "TrainedModel":
+        """Load a checkpoint file for queries (on CUDA when available unless ``device`` says otherwise);
+        ``label`` names it in messages (default: its path)."""
         device = resolve_device(device)
-        return cls.from_state(read_checkpoint(path, map_location=device), device)
+        label = label or os.fspath(path)
+        return cls.from_state(read_checkpoint(path, map_location=device, label=label), device, label)
 
     def protein_index(self, protein: int | str = 0) -> int:
         """Index of a protein given by index or name."""

@@ -52,6 +52,13 @@ def resolve_token(token: str = "", token_file: str = "") -> str:
     return token
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_url(url: str) -> str:
     """``http(s)://host:port`` without a trailing slash; no credentials, path, query or fragment."""
     parts = urllib.parse.urlsplit(url.strip())
@@ -222,11 +229,22 @@ class RemoteBackend:
         """Download the model's checkpoint into the local file ``path`` (written atomically)."""
         data = self._request("GET", f"/models/{self._quote(name)}/checkpoint", timeout=TRANSFER_TIMEOUT)
         path = os.path.abspath(os.path.expanduser(path))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".dsr-", suffix=".pt")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        tmp = ""
+        try:
+            if os.path.isdir(path):
+                raise IsADirectoryError(21, "it is a folder")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError as error:
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
+            raise CmdException(f"cannot write {path}: {error.strerror or error}") from None
         return dict(name=name, path=path)
 
     def load_model(self, path: str, name: str, device: str = "") -> dict:

@@ -4,12 +4,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dsr_backend.cli import main
 from dsr_backend.errors import InvalidInputError
 from dsr_backend.meshio import read_ply
 from dsr_backend.series import SurfaceSeries
 from dsr_backend.trained import TrainedModel
+from tests.damaged import damaged_checkpoints
 from tests.shapes import box
 
 
@@ -200,3 +202,20 @@ def test_area_and_volume_of_a_box():
 
     corners, faces = box((2.0, 3.0, 4.0))
     assert area_and_volume(corners, faces) == pytest.approx((52.0, 24.0))
+
+
+def test_damaged_checkpoints_are_one_line_errors(cli_model, tmp_path, capsys):
+    _, _, model_path = cli_model
+    for path, message in damaged_checkpoints(model_path, tmp_path):
+        for argv in (["info", str(path)], ["surface", str(path), "-o", str(tmp_path / "x.ply")]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert message in err and str(path) in err and len(err.splitlines()) == 1, err
+    torch.save({"format": "pymol-dsr", "trap": ConfigDict()}, tmp_path / "objects.pt")
+    assert main(["info", str(tmp_path / "objects.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "holds Python objects besides tensors and numbers" in err and "weights_only" not in err
+
+
+class ConfigDict(dict):
+    """A class of the test's own: loading it would need unpickling code."""

@@ -12,6 +12,7 @@ import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.commands import dsr_list, dsr_status, dsr_surface, dsr_train, dsr_wait, register, update_preview
 from pymol_dsr.session import session_for
 from tests.conftest import hinge_peptide
+from tests.damaged import damaged_checkpoints
 
 MODEL = "pep_model"
 OPERANDS = {cgo.BEGIN: 1, cgo.END: 0, cgo.COLOR: 3, cgo.NORMAL: 3, cgo.VERTEX: 3}
@@ -239,6 +240,21 @@ def test_fit_superposes_the_states_before_training():
     dsr_train("pep", "1-3", name="fitted", preset="tiny", steps=2, fit="name CA and resi 1-6")
     drift = cmd.get_coords("pep and name CA and resi 1-6", 3) - cmd.get_coords("pep and name CA and resi 1-6", 1)
     assert np.abs(drift).max() < 0.01  # the unmoving half lies on state 1 again
+
+
+def test_damaged_checkpoints_and_saves_onto_a_folder_are_one_line_errors(trained, tmp_path, capsys):
+    good = tmp_path / "good.pt"
+    cmd.do(f"dsr_save {trained}, {good}")
+    for path, message in damaged_checkpoints(good, tmp_path):
+        capsys.readouterr()
+        cmd.do(f"dsr_load {path}, name=broken")
+        errors = [line for line in capsys.readouterr().out.splitlines() if "Error" in line]
+        assert len(errors) == 1 and message in errors[0] and str(path) in errors[0], errors
+    assert "broken" not in [info["name"] for info in session_for(cmd).backend().models()]
+    cmd.do(f"dsr_save {trained}, {tmp_path}")
+    errors = [line for line in capsys.readouterr().out.splitlines() if "Error" in line]
+    assert len(errors) == 1 and f"cannot write {tmp_path}: it is a folder" in errors[0]
+    assert good.read_bytes()[:2] == b"PK"  # what was saved is still whole
 
 
 def test_training_on_pymols_own_surface():

@@ -15,6 +15,7 @@ from dsr_backend.errors import InvalidInputError
 from dsr_backend.server.auth import load_or_create_token, token_matches
 from dsr_backend.server.store import Store
 from dsr_backend.trained import TrainedModel
+from tests.damaged import damaged_checkpoints
 from tests.server_process import ServerProcess, job_upload, npz
 
 STATES = [1.0, 5.0, 9.0]
@@ -158,6 +159,10 @@ def not_zip() -> bytes:
     (lambda s: job_upload(s, "bad", 10, settings=np.array('{"name": "bad", "job_dir": "/tmp"}')), 400,
      "unknown setting"),
     (lambda s: job_upload(s, "bad", 10, settings=np.array("{not json")), 400, "not valid JSON"),
+    (lambda s: job_upload(s, "bad", 10, settings=np.array("[" * 5000 + "]" * 5000)), 400, "nested too deeply"),
+    (lambda s: job_upload(s, "bad", 10, settings=np.array('{"name": "bad", "probe": -1}')), 400,
+     "'probe' must be a radius in Å from 0 to 10"),
+    (lambda s: job_upload(s, "bad", 10, points=np.full((900, 3), 1e30)), 400, "coordinates beyond ±1e+06 Å"),
 ])
 def test_bad_training_uploads_are_refused_with_the_reason(server, series, make_body, status, reason):
     code, reply = server.request("POST", "/jobs", make_body(series))
@@ -195,6 +200,26 @@ def test_bad_checkpoints_and_queries_are_refused(server, trained):
                                   ("/models/ghost/surface", 404, "no DSR model named 'ghost'")):
         code, reply = server.request("GET", query)
         assert code == status and reason in json.loads(reply)["detail"], (query, reply)
+
+
+def test_a_checkpoint_gone_from_the_data_folder_is_a_404(server, series):
+    job = server.json("POST", "/jobs", job_upload(series, "vanishing", 5), expect=201)["id"]
+    assert server.wait_job(job)["state"] == "done"
+    os.remove(os.path.join(server.data_dir, "jobs", job, "checkpoint.pt"))
+    status, reply = server.request("GET", "/models/vanishing/checkpoint")
+    assert status == 404 and "missing from the service's data folder" in json.loads(reply)["detail"]
+    server.json("DELETE", "/models/vanishing")
+
+
+def test_damaged_checkpoints_are_refused_without_harm(server, trained, tmp_path):
+    good = tmp_path / "good.pt"
+    good.write_bytes(server.request("GET", f"/models/{trained}/checkpoint")[1])
+    for path, message in damaged_checkpoints(good, tmp_path):
+        status, reply = server.request("PUT", "/models/damaged/checkpoint", path.read_bytes())
+        detail = json.loads(reply)["detail"]
+        assert status == 400 and message in detail and ".upload-" not in detail and "the uploaded checkpoint" in detail
+        assert server.request("GET", "/models")[0] == 200  # every client can still list the models
+    assert "damaged" not in [model["name"] for model in server.json("GET", "/models")]
 
 
 def evaluation_upload(settings, **replace):

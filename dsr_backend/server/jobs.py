@@ -324,7 +324,11 @@ class JobService:
 
     def checkpoint_path(self, name: str) -> str:
         """The checkpoint file of a model (to send to a client)."""
-        return self._model(name)["path"]
+        path = self._model(name)["path"]
+        if not os.path.isfile(path):
+            raise NotFoundError(f"the checkpoint of model '{name}' is missing from the service's data folder; "
+                                "delete the model and upload or train it again")
+        return path
 
     def upload_model(self, name: str, data: bytes) -> dict[str, Any]:
         """Store an uploaded checkpoint as model ``name`` (read with ``weights_only=True``, never unpickled)."""
@@ -333,7 +337,7 @@ class JobService:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         try:
-            TrainedModel.load(path, device="cpu")
+            TrainedModel.load(path, device="cpu", label="the uploaded checkpoint")
             with self._lock:
                 self._check_name_free(name)
                 final = os.path.join(self._models_dir, f"{secrets.token_urlsafe(16)}.pt")

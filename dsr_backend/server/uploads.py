@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import DEFAULT_PRESET, PRESETS, QUALITIES, preset as preset_config
 from ..errors import InvalidInputError
+from ..series import MAX_COORDINATE
 from ..surface import DEFAULT_PROBE, MAX_PROBE
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
@@ -124,6 +125,8 @@ def _numeric(arrays: dict[str, np.ndarray], key: str, ndim: int, kinds: str) -> 
         if bad.any():
             raise InvalidInputError(f"'{key}' has {int(bad.sum())} rows with NaN or infinite values "
                                     f"(first: row {int(np.argmax(bad))})")
+        if key in ("coords", "points") and len(values) and np.abs(values).max() > MAX_COORDINATE:
+            raise InvalidInputError(f"'{key}' holds coordinates beyond ±{MAX_COORDINATE:g} Å")
     return values
 
 
@@ -228,6 +231,8 @@ def _json_object(raw: np.ndarray, known: tuple[str, ...]) -> dict[str, Any]:
         settings = json.loads(text)
     except ValueError as error:
         raise InvalidInputError(f"'settings' is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInputError("'settings' is nested too deeply") from None
     if not isinstance(settings, dict):
         raise InvalidInputError("'settings' must be a JSON object")
     unknown = sorted(set(settings) - set(known))
