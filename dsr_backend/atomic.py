@@ -2,10 +2,29 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from typing import IO, Callable
 
 from .errors import InvalidInputError
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
+
+
+def remove_orphans(path: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that interrupted writes of ``path`` left beside it; return their names."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    removed = []
+    for entry in os.listdir(directory) if os.path.isdir(directory) else []:
+        match = _TEMPORARY.match(entry)
+        if match and match.group("name") == name:
+            try:
+                os.unlink(os.path.join(directory, entry))
+                removed.append(entry)
+            except OSError:  # gone already, or not ours to remove: nothing to clean
+                pass
+    return removed
 
 
 def temporary_name(path: str) -> str:

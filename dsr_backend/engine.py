@@ -120,6 +120,30 @@ def training_config(settings: dict, num_proteins: int = 1) -> TrainConfig:
     return config.with_members(members) if members else config
 
 
+WORKDIR_PREFIX = "pymol-dsr-"
+"""Each engine's private folder in the temporary directory is ``pymol-dsr-<pid>-<random>``."""
+
+
+def remove_stale_workdirs() -> list[str]:
+    """Delete the work folders of engines whose process is gone (killed sessions and services)."""
+    removed = []
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        head, _, rest = entry.partition(WORKDIR_PREFIX)
+        pid = rest.split("-", 1)[0]
+        path = os.path.join(root, entry)
+        if head or not pid.isdigit() or not os.path.isdir(path) or os.stat(path).st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(entry)
+        except PermissionError:  # alive, another user's process
+            pass
+    return removed
+
+
 class Engine:
     """Training jobs and trained models of one plugin session.
 
@@ -130,7 +154,8 @@ class Engine:
 
     def __init__(self, on_update: JobCallback | None = None):
         self._on_update = on_update
-        self._workdir = tempfile.mkdtemp(prefix="pymol-dsr-")
+        remove_stale_workdirs()
+        self._workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._models: dict[str, _Stored] = {}

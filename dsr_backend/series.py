@@ -12,6 +12,8 @@ from .errors import InvalidInputError
 
 SERIES_FORMAT = "pymol-dsr-series"
 SERIES_VERSION = 1
+SERIES_KEYS = ("version", "points", "normals", "frame_sizes", "times", "proteins", "protein_names", "center",
+               "scale", "time_range")
 BOX_MARGIN = 1.1  # the unit cube is 1.1 x the half extent of the points (authors' convention)
 
 
@@ -170,6 +172,13 @@ class SurfaceSeries:
             self.normalization = Normalization.fit(self.points)
         if self.time_map is None:
             self.time_map = TimeMap(float(self.times.min()), float(self.times.max()))
+        center, scale = np.asarray(self.normalization.center, float), float(self.normalization.scale)
+        if center.shape != (3,) or not np.all(np.isfinite(center)) or not 0 < scale <= MAX_COORDINATE:
+            raise InvalidInputError(f"the series box (centre {center.tolist()}, half size {scale}) is not a finite "
+                                    "box of positive size")
+        start, stop = self.time_map.start, self.time_map.stop
+        if not (np.isfinite(start) and np.isfinite(stop)) or stop < start:
+            raise InvalidInputError(f"the series time range ({start} .. {stop}) is not a finite range")
 
     @property
     def num_frames(self) -> int:
@@ -224,16 +233,24 @@ class SurfaceSeries:
             raise InvalidInputError(f"{path} is not a readable .npz file ({error})") from None
         if str(arrays.get("format", "")) != SERIES_FORMAT:
             raise InvalidInputError(f"{path} is not a pymol-dsr surface series (no '{SERIES_FORMAT}' tag)")
-        if int(arrays["version"]) > SERIES_VERSION:
-            raise InvalidInputError(f"{path} has series format version {int(arrays['version'])}; "
-                                    f"this pymol-dsr reads up to {SERIES_VERSION}")
-        sizes = arrays["frame_sizes"].astype(np.int64)
-        if sizes.sum() != len(arrays["points"]) or np.any(sizes < 0):
-            raise InvalidInputError(f"{path}: frame sizes do not add up to the number of points")
-        bounds = np.cumsum(sizes)[:-1]
-        return cls(
-            points=np.split(arrays["points"], bounds), normals=np.split(arrays["normals"], bounds),
-            times=arrays["times"], proteins=arrays["proteins"],
-            protein_names=[str(n) for n in arrays["protein_names"]],
-            normalization=Normalization(tuple(float(c) for c in arrays["center"]), float(arrays["scale"])),
-            time_map=TimeMap(float(arrays["time_range"][0]), float(arrays["time_range"][1])))
+        missing = [key for key in SERIES_KEYS if key not in arrays]
+        if missing:
+            raise InvalidInputError(f"{path} is incomplete: missing {', '.join(missing)}")
+        try:
+            if int(arrays["version"]) > SERIES_VERSION:
+                raise InvalidInputError(f"{path} has series format version {int(arrays['version'])}; "
+                                        f"this pymol-dsr reads up to {SERIES_VERSION}")
+            sizes = arrays["frame_sizes"].astype(np.int64)
+            if sizes.ndim != 1 or sizes.sum() != len(arrays["points"]) or np.any(sizes < 0):
+                raise InvalidInputError("frame sizes do not add up to the number of points")
+            bounds = np.cumsum(sizes)[:-1]
+            return cls(
+                points=np.split(arrays["points"], bounds), normals=np.split(arrays["normals"], bounds),
+                times=arrays["times"], proteins=arrays["proteins"],
+                protein_names=[str(n) for n in np.atleast_1d(arrays["protein_names"])],
+                normalization=Normalization(tuple(float(c) for c in arrays["center"]), float(arrays["scale"])),
+                time_map=TimeMap(float(arrays["time_range"][0]), float(arrays["time_range"][1])))
+        except InvalidInputError as error:
+            raise InvalidInputError(f"{path}: {error}") from None
+        except (TypeError, ValueError, IndexError) as error:
+            raise InvalidInputError(f"{path} is damaged: {error}") from None

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .atomic import remove_orphans
 from .checkpoint import (is_resume_checkpoint, model_only, read_checkpoint, resume_path, save_checkpoint,
                          unpacked)
 from .config import TrainConfig
@@ -211,6 +212,9 @@ class Trainer:
         """
         started = time.perf_counter()
         cancelled = False
+        if checkpoint is not None:
+            for path in (checkpoint, resume_path(checkpoint)):
+                remove_orphans(path)
         self.network.train()
         with training_threads(self.device):
             while self.step < self.total_steps:

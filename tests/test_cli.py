@@ -219,3 +219,33 @@ def test_damaged_checkpoints_are_one_line_errors(cli_model, tmp_path, capsys):
 
 class ConfigDict(dict):
     """A class of the test's own: loading it would need unpickling code."""
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: [a.pop("frame_sizes"), a.pop("version")], "is incomplete: missing version, frame_sizes"),
+    (lambda a: a.update(scale=np.array(0.0)), "is not a finite box of positive size"),
+    (lambda a: a.update(time_range=np.array([np.nan, 4.0])), "is not a finite range"),
+    (lambda a: a.update(frame_sizes=np.array([[1, 2]])), "frame sizes do not add up"),
+])
+def test_damaged_series_are_one_line_errors(cli_model, tmp_path, capsys, change, message):
+    _, series_path, _ = cli_model
+    with np.load(series_path) as data:
+        arrays = {key: data[key] for key in data.files}
+    change(arrays)
+    damaged = tmp_path / "damaged.npz"
+    np.savez(damaged, **arrays)
+    before = damaged.read_bytes()
+    assert main(["train", str(damaged), "-o", str(tmp_path / "x.pt"), "--preset", "tiny", "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(damaged) in err and len(err.splitlines()) == 1, err
+    assert damaged.read_bytes() == before and not (tmp_path / "x.pt").exists()
+
+
+def test_training_removes_what_an_interrupted_write_of_its_output_left(cli_model, tmp_path):
+    _, series_path, _ = cli_model
+    orphan, other = tmp_path / ".model.pt.0123456789ab.tmp", tmp_path / ".other.pt.0123456789ab.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    other.write_bytes(b"another file's write")
+    assert main(["train", str(series_path), "-o", str(tmp_path / "model.pt"), "--preset", "tiny", "--steps", "2",
+                 "-q"]) == 0
+    assert not orphan.exists() and other.exists() and (tmp_path / "model.pt").is_file()

@@ -144,3 +144,21 @@ def test_without_torch_and_without_a_python_the_error_names_the_pip_command(monk
     assert os.path.isfile(os.path.join(backends.source_folder(), "setup.py"))
     with pytest.raises(CmdException, match="unknown backend 'remote'"):
         embedded_backend("remote")
+
+
+def test_an_engine_removes_the_work_folders_of_dead_processes(tmp_path):
+    import tempfile
+
+    from dsr_backend.engine import WORKDIR_PREFIX
+
+    root = tempfile.gettempdir()
+    dead = os.path.join(root, f"{WORKDIR_PREFIX}999999999-leftover")
+    alive = os.path.join(root, f"{WORKDIR_PREFIX}{os.getpid()}-inuse")
+    for folder in (dead, alive):
+        os.makedirs(folder, exist_ok=True)
+    engine = Engine()
+    try:
+        assert not os.path.exists(dead) and os.path.isdir(alive)
+    finally:
+        engine.close()
+        os.rmdir(alive)

@@ -366,3 +366,23 @@ def test_a_database_of_the_first_schema_gains_the_new_job_columns(tmp_path):
         assert store.jobs("running")[0]["cancel_requested"] == 1
     finally:
         store.close()
+
+
+def test_an_existing_data_folder_is_made_private_and_cleaned(tmp_path):
+    data = tmp_path / "shared"
+    (data / "models").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "models").chmod(0o755)
+    kept, orphan = data / "models" / "old.pt", data / "models" / ".upload-abc.pt"
+    kept.write_bytes(b"x")
+    kept.chmod(0o644)
+    orphan.write_bytes(b"half an upload")
+    server = ServerProcess(data).start()
+    try:
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700 and stat.S_IMODE((data / "models").stat().st_mode) == 0o700
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and not orphan.exists()
+        assert stat.S_IMODE((data / "jobs").stat().st_mode) == 0o700
+        database = [p for p in data.iterdir() if p.suffix in (".db", ".sqlite", ".sqlite3")]
+        assert database and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in database)
+    finally:
+        server.stop()

@@ -84,6 +84,19 @@ class _Run:
     first_time: float = 0.0
 
 
+def make_private(data_dir: str) -> None:
+    """Make the data folder's contents its owner's alone (folders 700, files 600) whatever modes they were
+    made with, and delete what interrupted writes left behind (``.upload-*`` and ``.*.tmp`` files)."""
+    for folder, folders, files in os.walk(data_dir):
+        os.chmod(folder, 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.startswith(".upload-") or (name.startswith(".") and name.endswith(".tmp")):
+                os.unlink(path)
+            else:
+                os.chmod(path, 0o600)
+
+
 class JobService:
     """Training jobs and models of the HTTP service, persistent across restarts."""
 
@@ -93,6 +106,7 @@ class JobService:
         self._models_dir = os.path.join(config.data_dir, "models")
         for folder in (self._jobs_dir, self._models_dir):
             os.makedirs(folder, exist_ok=True)
+        make_private(config.data_dir)
         self._data_lock = FileLock(os.path.join(config.data_dir, "serve.lock"))
         try:
             self._data_lock.acquire(timeout=0)

@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    os.umask(0o077)  # everything the service writes is its owner's alone (this process only serves)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     token_file = args.token_file or os.path.join(data_dir, "token")
     token, created = load_or_create_token(token_file)
