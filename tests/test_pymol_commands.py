@@ -169,6 +169,10 @@ def test_speed_colours_the_moving_half(trained, capsys):
     moving = cKDTree(cmd.get_coords("pep and resi 7-12", 3)).query(vertices)[0] < 3.0
     whiteness = colors.min(axis=1)
     assert whiteness[moving].mean() < whiteness[~moving].mean()  # the swinging half is coloured most
+    cmd.do(f"dsr_surface t=0.5, model={trained}, color=speed, name=keyed, range=-100 100, quiet=0")
+    assert "blue -100 .. white .. red 100 Å per unit t" in capsys.readouterr().out
+    (block,) = read_cgo("keyed")
+    assert block["colors"].min() > 0.8  # every speed is small against the fixed range: all near white
 
 
 def test_mesh_and_map_styles(trained):
