@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from dsr_backend.cli import main
-from dsr_backend.errors import InvalidInputError
 from dsr_backend.meshio import read_ply
 from dsr_backend.series import SurfaceSeries
 from dsr_backend.trained import TrainedModel

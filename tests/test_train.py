@@ -8,16 +8,16 @@ import torch
 
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
-from dsr_backend.errors import ResourceLimitError
-from dsr_backend.query import sdf_grid
 from dsr_backend.checkpoint import model_only, read_checkpoint, save_checkpoint
+from dsr_backend.errors import ResourceLimitError
 from dsr_backend.kplanes import KPlanesConfig
 from dsr_backend.loss import igr_loss
+from dsr_backend.query import sdf_grid
 from dsr_backend.train import cuda_matmul_precision
 
-train_module = sys.modules["dsr_backend.train"]  # the package exports the function train under that name
-
 from .shapes import analytic_grid, grid_iou
+
+train_module = sys.modules["dsr_backend.train"]  # the package exports the function train under that name
 
 
 SMALL_KPLANES = KPlanesConfig(space_resolutions=(8, 16), features=8, hidden=16, latent_dim=4)
