@@ -112,8 +112,12 @@ class Trainer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` and the resume checkpoint beside it (:func:`resume_path`)."""
         state = self.state()
-        save_checkpoint(resume_path(path), state)
-        save_checkpoint(path, model_only(state, self.config.storage))
+        try:
+            save_checkpoint(resume_path(path), state)
+            save_checkpoint(path, model_only(state, self.config.storage))
+        except OSError as error:  # a full disk or a folder gone: the files written before stay whole
+            raise InvalidInputError(f"cannot write the checkpoint {path} at step {self.step}: "
+                                    f"{error.strerror or error}") from None
 
     @classmethod
     def resume(cls, path: str | os.PathLike, series: SurfaceSeries, device: str | torch.device | None = None,

@@ -248,3 +248,25 @@ def test_training_removes_what_an_interrupted_write_of_its_output_left(cli_model
     assert main(["train", str(series_path), "-o", str(tmp_path / "model.pt"), "--preset", "tiny", "--steps", "2",
                  "-q"]) == 0
     assert not orphan.exists() and other.exists() and (tmp_path / "model.pt").is_file()
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_old_file(cli_model, tmp_path):
+    import resource
+    import signal
+
+    _, series_path, _ = cli_model
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"the model saved before")
+
+    def small_files() -> None:  # writes past 20 kB fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    done = subprocess.run([sys.executable, "-m", "dsr_backend.cli", "train", str(series_path), "-o", str(model),
+                           "--preset", "tiny", "--steps", "3", "-q"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot write the checkpoint {model} at step 3: File too large" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert model.read_bytes() == b"the model saved before"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no half-written leftovers
