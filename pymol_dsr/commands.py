@@ -109,8 +109,9 @@ ARGUMENTS
     {default: 1}
 
     quality = quick or best: preset fast trains 1,500 steps (quick; 40 states of adenylate kinase
-    take about 5 minutes on two CPU cores, surfaces included) or 6,000 (best; about 4 times as
-    long, for surfaces a little more exact, most of all between the states) {default: quick}
+    take about 5 minutes on two CPU cores, surfaces included; reconstruction IoU 0.964) or 6,000
+    (best; about 16 minutes of training for those 40 states; IoU 0.974, normals closer; between the
+    states about the same) {default: quick}
 
     preview = 0 or 1: GUI only: keep an object <name>_preview showing the surface at the current
     state as the training goes {default: 0}
