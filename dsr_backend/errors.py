@@ -35,12 +35,16 @@ class MissingDependencyError(DSRError, ImportError):
 
 def exit_status(command: str, run: Callable[[], None]) -> int:
     """Run a command's body and return its exit status: 0, 2 with the one-line message of a :class:`DSRError`
-    on stderr (``<command>: error: ...``), or the status a ``SystemExit`` carries."""
+    on stderr (``<command>: error: ...``), 130 after Ctrl-C (one line, no traceback), or the status a
+    ``SystemExit`` carries."""
     try:
         run()
     except DSRError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as stop:
         return int(stop.code or 0)
     return 0

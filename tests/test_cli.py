@@ -270,3 +270,17 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_old_file(cli_mode
     assert len(done.stderr.strip().splitlines()) == 1
     assert model.read_bytes() == b"the model saved before"
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no half-written leftovers
+
+
+def test_ctrl_c_during_a_long_request_is_one_line(cli_model, tmp_path):
+    import signal
+    import time
+
+    _, _, model_path = cli_model
+    process = subprocess.Popen([sys.executable, "-m", "dsr_backend.cli", "surface", str(model_path), "--t", "0-1:0.004",
+                                "--resolution", "64", "-o", str(tmp_path / "many.ply")], stderr=subprocess.PIPE, text=True)
+    time.sleep(15)  # torch imported, and well inside the 251 surfaces (about a minute of work)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "dsr surface: interrupted"
+    assert "Traceback" not in err
