@@ -21,7 +21,7 @@ import pymol_dsr  # noqa: F401  (registers the commands)
 from pymol_dsr.commands import dsr_load, dsr_surface
 from pymol_dsr.session import session_for
 
-CASES = {"t=0.5": ("0.5", 1), "t=0.55": ("0.55", 1), "50-state range": ("0-1:0.02", 51)}
+CASES = {"t=0.5": ("0.5", 1), "t=0.55": ("0.55", 1), "50-state range": ("0-0.98:0.02", 50)}
 """As typed, and the number of time points. For the quick-start model t = 0.5 is a training state (a time node
 of the K-Planes model) and t = 0.55 lies halfway between two, where the model blends the nearest nodes."""
 
