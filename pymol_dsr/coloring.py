@@ -62,9 +62,9 @@ def check_color(color: str, _self=cmd) -> str:
 
 def surface_coloring(meshes: list[list[dict]], color: str, levels: Sequence[float],
                      speed_range: tuple[float, float] | None = None,
-                     atom_colors: list[tuple[np.ndarray, np.ndarray]] | None = None, _self=cmd) -> Coloring:
-    """The colouring of every mesh for ``color`` (see :func:`check_color`); ``atom_colors`` holds, per time,
-    the atoms' coordinates (N, 3) and colours (N, 3) for ``color=atoms``."""
+                     atom_coords: Sequence[np.ndarray] = (), atom_rgb: np.ndarray | None = None) -> Coloring:
+    """The colouring of every mesh for ``color`` (see :func:`check_color`); for ``color=atoms``,
+    ``atom_coords`` holds the atoms' coordinates (N, 3) at each time and ``atom_rgb`` their colours (N, 3)."""
     if color == "speed":
         if speed_range is None:
             scale = speed_scale([mesh["speed"] for row in meshes for mesh in row])
@@ -74,8 +74,8 @@ def surface_coloring(meshes: list[list[dict]], color: str, levels: Sequence[floa
         return Coloring([[ramp((mesh["speed"] - middle) / half) for mesh in row] for row in meshes],
                         speed_range=speed_range)
     if color == "atoms":
-        return Coloring([[atom_colors[i][1][nearest_atoms(mesh["vertices"], atom_colors[i][0])] for mesh in row]
-                         for i, row in enumerate(meshes)])
+        return Coloring([[atom_rgb[nearest_atoms(mesh["vertices"], coords)] for mesh in row]
+                         for row, coords in zip(meshes, atom_coords)])
     if color == "auto" and len(levels) > 1:
         rgbs = level_colors(levels)
         return Coloring([[np.broadcast_to(rgbs[j], (len(mesh["vertices"]), 3)) for j, mesh in enumerate(row)]
@@ -125,17 +125,17 @@ def atom_colors(name: str, _self=cmd) -> np.ndarray:
     return np.asarray([table[index] for index in indices], dtype=np.float64)
 
 
-def atoms_in_step(name: str, source: str, states: Sequence[float], object_states: Sequence[int],
+def atoms_in_step(name: str, source: str, coords: Sequence[np.ndarray], object_states: Sequence[int],
                   _self=cmd) -> None:
-    """(Re)make molecular object ``name``: the atoms of ``source`` at each of ``states`` (fractional
-    allowed), in object states ``object_states``."""
+    """(Re)make molecular object ``name``: the atoms of ``source`` with coordinates ``coords[i]`` (from
+    :func:`atoms_at`) in object state ``object_states[i]``."""
     if name in _self.get_names("all") and _self.get_type(name) != "object:molecule":
         raise CmdException(f"'{name}' is an existing {_self.get_type(name)}; choose another name=")
     _self.delete(name)
     selection = f"(%{source}) and {ATOM_FILTER}"
-    for coords, state in zip(atoms_at(source, states, _self), object_states):
+    for xyz, state in zip(coords, object_states):
         _self.create(name, selection, 1, int(state))
-        _self.load_coords(coords.tolist(), name, state=int(state))
+        _self.load_coords(xyz.tolist(), name, state=int(state))
 
 
 def speed_legend(name: str, speed_range: tuple[float, float], _self=cmd) -> None:

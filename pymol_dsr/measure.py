@@ -54,11 +54,11 @@ def parse_domains(text: str, source: str, _self=cmd) -> dict[str, np.ndarray]:
     return domains
 
 
-def measure(meshes: Sequence[dict], times: TimePoints, per_state: float, source: str,
-            domains: dict[str, np.ndarray], _self=cmd) -> list[Measurement]:
+def measure(meshes: Sequence[dict], times: TimePoints, per_state: float, coords: Sequence[np.ndarray],
+            domains: dict[str, np.ndarray]) -> list[Measurement]:
     """One :class:`Measurement` per mesh (``vertices``, ``faces``, ``speed`` per unit t); ``per_state``
-    converts speeds to Å per state."""
-    coords = atoms_at(source, times.states, _self) if domains else [None] * len(meshes)
+    converts speeds to Å per state; ``coords`` are the atoms at each time (used with ``domains``)."""
+    coords = coords if domains else [None] * len(meshes)
     rows = []
     for mesh, t, state, atoms in zip(meshes, times.t, times.states, coords):
         area, volume = area_and_volume(mesh["vertices"], mesh["faces"])
@@ -169,11 +169,10 @@ SEE ALSO
     resolution = parse_int(resolution, "resolution", minimum=8)
     source = protein_of(info, object)
     masks = parse_domains(domains, source, _self) if str(domains).strip() else {}
-    if masks:
-        atoms_at(source, times.states[:1], _self)  # the atoms are there, before the query
+    coords = atoms_at(source, times.states, _self) if masks else []  # read once, before the query
     meshes = session.backend().surfaces(info["name"], times.t, [0.0], resolution, source, bool(masks))
     span = abs(float(info["time_range"][1]) - float(info["time_range"][0])) or 1.0
-    rows = measure([row[0] for row in meshes], times, 1.0 / span, source, masks, _self)
+    rows = measure([row[0] for row in meshes], times, 1.0 / span, coords, masks)
     if not int(quiet):
         print(f" dsr_measure: model '{info['name']}', object {source}, resolution {resolution}\n{table(rows)}")
     if str(plot_file).strip():

@@ -127,14 +127,14 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
     check_name(name, _self)
     source = protein or info["protein_names"][0]
     states = times.display_states()
-    if (atoms or color == "atoms") and style != "map":
-        atoms_at(source, times.states[:1], _self)  # the atoms are there, before the query
+    # the atoms at every time, read once and before the query (a missing object fails here, at once)
+    atom_coords = atoms_at(source, times.states, _self) if (atoms or color == "atoms") and style != "map" else []
     if style == "map":
         return _show_maps(backend, info, times, levels, name, resolution, color, protein, states, _self)
     meshes = backend.surfaces(info["name"], times.t, list(levels), resolution, protein, color == "speed",
                               min_component)
-    coloring = surface_coloring(meshes, color, levels, speed_range,
-                                _colored_atoms(source, times.states, _self) if color == "atoms" else None, _self)
+    coloring = surface_coloring(meshes, color, levels, speed_range, atom_coords,
+                                atom_colors(source, _self) if color == "atoms" else None)
     colors = coloring.per_vertex or [[None] * len(row) for row in meshes]
     objects = [np.concatenate([mesh_cgo(mesh, c, style) for mesh, c in zip(row, row_colors)])
                for row, row_colors in zip(meshes, colors)]
@@ -147,7 +147,7 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
     summary = (f"'{name}': {len(object_states)} state(s), "
                f"{sum(len(mesh['faces']) for row in meshes for mesh in row)} triangles, {times.describe()}")
     if atoms:
-        atoms_in_step(f"{name}_atoms", source, times.states, states, _self)
+        atoms_in_step(f"{name}_atoms", source, atom_coords, states, _self)
         summary += f"; atoms at the same times in '{name}_atoms'"
     if coloring.speed_range is None:
         return summary
@@ -156,11 +156,6 @@ def show_surface(backend: Backend, info: dict, times: TimePoints, levels: Sequen
     span = abs(float(info["time_range"][1]) - float(info["time_range"][0])) or 1.0
     return (f"{summary}; speed colours (legend '{name}_speed') blue {low:.3g} .. white .. red {high:.3g} Å per "
             f"unit t (= {low / span:.3g} .. {high / span:.3g} Å per state), red moving outward")
-
-
-def _colored_atoms(source: str, states: Sequence[float], _self) -> list[tuple[np.ndarray, np.ndarray]]:
-    colors = atom_colors(source, _self)
-    return [(coords, colors) for coords in atoms_at(source, states, _self)]
 
 
 def _show_maps(backend: Backend, info: dict, times: TimePoints, levels: Sequence[float], name: str,
