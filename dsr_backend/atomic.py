@@ -28,7 +28,7 @@ def remove_orphans(path: str | os.PathLike) -> list[str]:
 
 
 def temporary_name(path: str) -> str:
-    """A fresh hidden name beside ``path`` for writing it (``.NAME.XXXXXXXXXXXX.tmp``)."""
+    """A fresh hidden name beside ``path`` for writing it: a dot, the file's name, 12 random hex digits, ``.tmp``."""
     directory, name = os.path.split(path)
     return os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
 
