@@ -20,6 +20,15 @@ BYTES_PER_TRAINING_POINT = 130
 """Memory a sampler takes per surface point it keeps: its float32 copies and the nearest-point search tree."""
 
 
+SMOOTHNESS_CENTERS = 64
+"""Time nodes a batch draws for the time smoothness penalty when a model has more inner nodes: with many
+states the penalty over every node would cost more than the rest of a step."""
+
+
+DEEP_SUBSAMPLE = 8
+"""One surface point in this many answers the distance of the widely spread samples (``deep_spread``)."""
+
+
 def kept_sizes(sizes: np.ndarray) -> np.ndarray:
     """How many of each frame's surface points a sampler keeps (:data:`MAX_TRAINING_POINTS`)."""
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -70,6 +79,7 @@ class Batch:
     near_distance: torch.Tensor | None = None  # (B,) signed distance of the near samples, if asked for
     surface_row: torch.Tensor | None = None    # (B,) time node of each surface point, if asked for
     space_row: torch.Tensor | None = None      # time node of each sample of D
+    smooth_centers: torch.Tensor | None = None  # time nodes of this step's smoothness penalty (None: all)
 
     def rows(self) -> torch.Tensor | None:
         """The time nodes of the surface points followed by those of the samples (None if not drawn)."""
@@ -85,15 +95,20 @@ class SeriesSampler:
     every surface point moved by Gaussian noise of standard deviation equal to its distance to its
     ``knn``-th nearest neighbour in its frame, plus ``batch_size * global_fraction`` points uniform in
     [-1, 1]^3 at the times and proteins of random batch points (IGR); ``knn_subsample`` > 1 estimates the
-    standard deviations (see :func:`knn_distance`). With ``distances``, each batch also carries the signed
-    distance of its near-surface samples to their frame's surface: the distance to the tangent plane of
-    the nearest point, negative behind that point's normal. With ``node_times`` (the model times of a
-    K-Planes model's time nodes, which include every frame's), each point carries the row of its time.
+    standard deviations (see :func:`knn_distance`); with ``deep_spread`` > 0 every second one is moved by
+    that many times more, so that the samples reach deep inside the molecule and far from it. With
+    ``distances``, each batch also carries the signed distance of its near-surface samples to their frame's
+    surface (:meth:`signed_distance`). With ``node_times`` (the model times of a
+    K-Planes model's time nodes, which include every frame's), each point carries the row of its time, and
+    beyond :data:`SMOOTHNESS_CENTERS` inner nodes each batch names that many at random for the time
+    smoothness penalty (:meth:`~dsr_backend.kplanes.KPlanesSDF.time_smoothness`).
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
                  global_fraction: float = 0.125, device: torch.device | str = "cpu", distances: bool = False,
-                 knn_subsample: int = 1, node_times: np.ndarray | None = None):
+                 knn_subsample: int = 1, node_times: np.ndarray | None = None, deep_spread: float = 0.0):
+        if deep_spread < 0:
+            raise InvalidInputError(f"deep_spread must not be negative, got {deep_spread}")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.frames_per_step = int(frames_per_step) if frames_per_step else series.num_frames
@@ -113,12 +128,22 @@ class SeriesSampler:
         self.frame_t = torch.as_tensor(series.model_times(), dtype=torch.float32, device=self.device)
         self.frame_protein = torch.as_tensor(series.proteins, device=self.device)
         self.nearest = FrameNearest(unit, self.device) if distances else None
+        self.deep_spread = float(deep_spread)
+        if distances and deep_spread:
+            picks = [np.arange(0, len(p), DEEP_SUBSAMPLE) for p in unit]
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            self.deep_nearest = FrameNearest([p[k] for p, k in zip(unit, picks)], self.device)
+            self.deep_points = torch.as_tensor(np.concatenate([k + start for k, start in zip(picks, starts)]),
+                                               device=self.device)
+            self.deep_offsets = torch.as_tensor(np.concatenate([[0], np.cumsum([len(k) for k in picks])[:-1]]),
+                                                device=self.device)
         self.frame_row = None
         if node_times is not None:
             rows = np.searchsorted(node_times, series.model_times())
             if not np.allclose(np.asarray(node_times)[np.minimum(rows, len(node_times) - 1)], series.model_times()):
                 raise InvalidInputError("the model's time nodes do not include every frame's time")
             self.frame_row = torch.as_tensor(rows, device=self.device)
+        self.node_count = 0 if node_times is None else len(node_times)
 
     def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
         """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
@@ -138,29 +163,53 @@ class SeriesSampler:
         noise = torch.randn(count, 3, generator=generator, device=device)
         donors = torch.randint(count, (self.num_global,), generator=generator, device=device)
         uniform = torch.rand(self.num_global, 3, generator=generator, device=device) * 2.0 - 1.0
+        smooth_centers = None
+        if self.node_count - 2 > SMOOTHNESS_CENTERS:
+            smooth_centers = torch.randint(1, self.node_count - 1, (SMOOTHNESS_CENTERS,), generator=generator,
+                                           device=device)
         mine, mine_global = part_slice(count, *part), part_slice(self.num_global, *part)
         own = frame[mine]
         within = (within[mine] * self.sizes[own]).long()
         index = self.offsets[own] + torch.minimum(within, self.sizes[own] - 1)
         x, t, protein = self.points[index], self.frame_t[own], self.frame_protein[own]
         donor_frame = frame[donors[mine_global]]
-        near = x + noise[mine] * self.sigmas[index, None]
+        spread, deep = self.sigmas[index], None
+        if self.deep_spread:  # every second sample (by its place in the whole batch) spread wider
+            deep = torch.arange(count, device=device)[mine] % 2 == 1
+            spread = torch.where(deep, spread * self.deep_spread, spread)
+        near = x + noise[mine] * spread[:, None]
         rows = None if self.frame_row is None else self.frame_row[own]
         return Batch(
             surface_x=x, surface_n=self.normals[index], surface_t=t, surface_protein=protein,
             space_x=torch.cat([near, uniform[mine_global]]),
             space_t=torch.cat([t, self.frame_t[donor_frame]]),
             space_protein=torch.cat([protein, self.frame_protein[donor_frame]]),
-            near_distance=None if self.nearest is None else self.signed_distance(near, own),
-            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]))
+            near_distance=None if self.nearest is None else self.signed_distance(near, own, deep),
+            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]),
+            smooth_centers=smooth_centers)
 
-    def signed_distance(self, x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-        """Signed distance from each point of ``x`` (B, 3) to the tangent plane of the nearest surface point of
-        its ``frame`` (B,), positive on the side its normal points to.
+    def signed_distance(self, x: torch.Tensor, frame: torch.Tensor, deep: torch.Tensor | None = None) -> torch.Tensor:
+        """Signed distance from each point of ``x`` (B, 3) to the surface of its ``frame`` (B,), positive on the
+        side the normals point to: the distance to the tangent plane of the nearest surface point, or where
+        ``deep`` (B,) is true the distance to the nearest point of every :data:`DEEP_SUBSAMPLE`-th one.
 
-        The distance to the nearest point itself overstates the distance to the surface near it (right at the
-        surface it is the gap to the nearest point, not zero); fitted, it leaves trained surfaces inflated.
+        Near the surface the distance to the nearest point overstates the distance to the surface (right at
+        the surface it is the gap to the nearest point, not zero; fitted, it leaves trained surfaces inflated)
+        while the tangent plane is exact to second order. Farther away the tangent plane of one point strays
+        and the distance to the points is the better measure; there a sparser cloud errs by less than its
+        spacing squared over the distance and answers several times faster.
         """
+        if deep is None:
+            return self._tangent_distance(x, frame)
+        distance = torch.empty(len(x), dtype=x.dtype, device=x.device)
+        distance[~deep] = self._tangent_distance(x[~deep], frame[~deep])
+        x, frame = x[deep], frame[deep]
+        index = self.deep_points[self.deep_offsets[frame] + self.deep_nearest(frame, x)]
+        offset = x - self.points[index]
+        distance[deep] = torch.sign((offset * self.normals[index]).sum(dim=1)) * offset.norm(dim=1)
+        return distance
+
+    def _tangent_distance(self, x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         index = self.offsets[frame] + self.nearest(frame, x)
         return ((x - self.points[index]) * self.normals[index]).sum(dim=1)
 

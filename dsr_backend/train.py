@@ -84,7 +84,7 @@ class Trainer:
         node_times = getattr(config.model, "node_times", None)
         self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
                                      config.global_fraction, self.device, distances=config.distance_weight > 0,
-                                     knn_subsample=config.knn_subsample,
+                                     knn_subsample=config.knn_subsample, deep_spread=config.deep_spread,
                                      node_times=None if node_times is None else np.asarray(node_times))
         self._weights_lock = threading.Lock()
         self.exact_resume = True  # False after :meth:`resume` from a model file without optimiser state

@@ -42,6 +42,16 @@ def test_batches_carry_the_time_node_of_each_point(sphere_series):
         SeriesSampler(sphere_series, batch_size=1000, node_times=node_times[::2])
 
 
+def test_many_time_nodes_draw_a_fixed_number_of_smoothness_centers(sphere_series, monkeypatch):
+    node_times = np.unique(sphere_series.model_times())
+    few = SeriesSampler(sphere_series, batch_size=100, node_times=node_times)
+    assert few.sample(torch.Generator().manual_seed(0)).smooth_centers is None  # 3 inner nodes: all of them
+    monkeypatch.setattr("dsr_backend.sampling.SMOOTHNESS_CENTERS", 2)
+    many = SeriesSampler(sphere_series, batch_size=100, node_times=node_times)
+    centers = torch.cat([many.sample(torch.Generator().manual_seed(seed)).smooth_centers for seed in range(30)])
+    assert len(centers) == 60 and set(centers.tolist()) == set(range(1, len(node_times) - 1))
+
+
 def test_many_frames_keep_an_even_share_of_their_points(sphere_series, monkeypatch):
     monkeypatch.setattr("dsr_backend.sampling.MAX_TRAINING_POINTS", 2000)
     sampler = SeriesSampler(sphere_series, batch_size=500)
@@ -111,6 +121,28 @@ def test_near_samples_carry_their_signed_distance(sphere, sphere_series):
     assert error[np.abs(exact) < spacing].mean() < 0.05 * spacing
     clear = np.abs(exact) > spacing
     assert clear.sum() > 1000 and np.array_equal(np.sign(target[clear]), np.sign(exact[clear]))
+
+
+def test_deep_samples_reach_far_and_carry_the_distance_to_the_points(sphere, sphere_series):
+    """Every second near sample spread six times wider: ten times farther from the surface on the moving
+    sphere, its target the distance to a sparse cloud, off by a fraction of the point spacing."""
+    series = sphere_series
+    batch = SeriesSampler(series, batch_size=3000, distances=True, deep_spread=6.0).sample(
+        torch.Generator().manual_seed(0))
+    norm = series.normalization
+    states = dict(zip(series.model_times().tolist(), series.times.tolist()))
+    exact = np.array([sphere.sdf(norm.to_angstrom(x[None]), states[t])[0] / norm.scale
+                      for x, t in zip(batch.space_x[:3000].numpy(), batch.surface_t.tolist())])
+    target = batch.near_distance.numpy()
+    spacing = knn_distance(series.unit_points(0), 1).max()
+    near, deep = slice(0, None, 2), slice(1, None, 2)
+    assert np.median(np.abs(exact[deep])) > 6 * np.median(np.abs(exact[near]))
+    assert np.abs(target[near] - exact[near]).max() < 0.1 * spacing
+    assert np.abs(target[deep] - exact[deep]).mean() < 0.3 * spacing
+    clear = np.abs(exact[deep]) > spacing
+    assert np.array_equal(np.sign(target[deep][clear]), np.sign(exact[deep][clear]))
+    with pytest.raises(InvalidInputError, match="deep_spread must not be negative"):
+        SeriesSampler(series, batch_size=10, deep_spread=-1.0)
 
 
 @pytest.mark.parametrize("method", ["keops", "torch"])
