@@ -75,8 +75,9 @@ class Trainer:
         check_training_memory(series, self.network)
         # fused: one pass over each parameter a step (on a CPU the plain Adam step takes a tenth of a fast step)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=True)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=config.decay_every_steps(series.num_frames), gamma=config.lr_decay_factor)
+        self.total_steps = config.total_steps(series.num_frames)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # of the step alone, over the total as it stands
+            self.optimizer, lambda step: config.lr_factor(step, self.total_steps, series.num_frames))
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
         compiled = config.compile and config.total_steps(series.num_frames) >= MIN_COMPILED_STEPS
@@ -90,7 +91,6 @@ class Trainer:
         self.exact_resume = True  # False after :meth:`resume` from a model file without optimiser state
         self._prefetch = BatchPrefetch(self.sampler, self.generator) if self.device.type == "cpu" else None
         self.step = 0
-        self.total_steps = config.total_steps(series.num_frames)
         self.history: list[dict[str, float]] = []
         self.last_record: dict[str, float] | None = None
 
@@ -141,18 +141,16 @@ class Trainer:
         trainer.network.load_state_dict(state["model_state"])
         trainer.step = int(state["step"])
         trainer.exact_resume = is_resume_checkpoint(state)
+        trainer.total_steps = steps if steps > 0 else int(state["total_steps"])
         if trainer.exact_resume:
             trainer.optimizer.load_state_dict(state["optimizer_state"])
-            trainer.scheduler.load_state_dict(state["scheduler_state"])
             trainer.generator.set_state(state["generator_state"].cpu())
         else:
-            decay = config.decay_every_steps(series.num_frames)
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = config.lr * config.lr_decay_factor ** (trainer.step // decay)
-            trainer.scheduler.last_epoch = trainer.step
             trainer.generator.manual_seed(config.seed + trainer.step)  # not the batches it already drew
+        trainer.scheduler.last_epoch = trainer.step  # the schedule is a function of the step
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = config.lr * config.lr_factor(trainer.step, trainer.total_steps, series.num_frames)
         trainer.history = list(state.get("history", []))
-        trainer.total_steps = steps if steps > 0 else int(state["total_steps"])
         return trainer
 
     def snapshot(self) -> TrainedModel:

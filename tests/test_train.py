@@ -132,6 +132,17 @@ def test_resume_continues_exactly(sphere_series, tmp_path, name, overrides):
     assert straight.final_loss == finished.final_loss
 
 
+def test_cosine_schedule_falls_to_zero_and_a_warm_start_takes_it_up(sphere_series, tmp_path):
+    config = preset("tiny", steps=20, lr_schedule="cosine", checkpoint_every=0)
+    trainer, rates = Trainer(sphere_series, config, device="cpu"), []
+    trainer.run(tmp_path / "cos.pt", progress=lambda *_: rates.append(trainer.optimizer.param_groups[0]["lr"]))
+    expected = [2e-3 * 0.5 * (1 + np.cos(np.pi * step / 20)) for step in range(1, 21)]
+    assert np.allclose(rates, expected) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    warm = Trainer.resume(tmp_path / "cos.pt", sphere_series, device="cpu", steps=40)
+    assert not warm.exact_resume
+    assert warm.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.5 * (1 + np.cos(np.pi * 20 / 40)))
+
+
 def test_the_model_file_holds_weights_only_and_float16_storage_is_smaller(trained_sphere, sphere_series, tmp_path):
     result, path = trained_sphere
     state = torch.load(path, weights_only=True)
@@ -206,6 +217,8 @@ def test_bad_training_inputs(sphere_series, tmp_path):
         Trainer(sphere_series, preset("tiny", num_proteins=2))
     with pytest.raises(InvalidInputError, match="precision"):
         preset("tiny", precision="fp8")
+    with pytest.raises(InvalidInputError, match="lr_schedule must be one of step, cosine, got 'linear'"):
+        preset("tiny", lr_schedule="linear")
 
 
 
