@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the scoring (default 2; training "
                                                                 "picks its own)")
+    parser.add_argument("--steps", type=int, help="train this many steps instead of the preset's "
+                                                   "(fast's cosine schedule then spans them)")
     parser.add_argument("--first", type=float, default=15.0, help="first probe after this many seconds (default 15)")
     parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
     parser.add_argument("--frames", default="0-60:20", help="training frames scored, FIRST-LAST:STEP (default 0-60:20)")
@@ -62,6 +64,8 @@ def parse_args() -> argparse.Namespace:
 def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
     """Train, copying the weights at each probe time; the copies with their training time and step."""
     overrides = {"precision": args.precision} if args.precision else {}
+    if args.steps:
+        overrides["steps"] = args.steps
     if args.compile:
         overrides["compile"] = True
     config = preset(args.preset, **overrides)
@@ -188,8 +192,8 @@ def main() -> None:
     copies = train_with_probes(series, args)
     print(f"scoring {len(copies)} probes on frames {frames}")
     curve = score(copies, reference_shapes(reference, frames, series.normalization), args.device)
-    result = dict(preset=args.preset, members=args.members, precision=args.precision, compile=args.compile,
-                  device=args.device, threads=args.threads, frames=frames, curve=curve)
+    result = dict(preset=args.preset, steps=args.steps, members=args.members, precision=args.precision,
+                  compile=args.compile, device=args.device, threads=args.threads, frames=frames, curve=curve)
     with open(os.path.join(args.output, "curve.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
     compare([args.output])

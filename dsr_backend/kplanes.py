@@ -241,19 +241,10 @@ class KPlanesSDF(nn.Module):
             sdf = sdf.detach()
         return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
 
-    def time_smoothness(self, centers: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean squared second difference of the space-time planes along time, over every inner time node or,
-        given ``centers`` (node indices in 1 .. nodes - 2), over those nodes (an unbiased estimate of the
-        same mean, at a cost that does not grow with the number of nodes)."""
-        terms = []
-        for plane in self.time_planes:
-            if plane.shape[0] <= 2:
-                continue
-            if centers is None:
-                before, middle, after = plane[:-2], plane[1:-1], plane[2:]
-            else:
-                before, middle, after = plane[centers - 1], plane[centers], plane[centers + 1]
-            terms.append((after - 2 * middle + before).pow(2).mean())
+    def time_smoothness(self) -> torch.Tensor:
+        """Mean squared second difference of the space-time planes along time."""
+        terms = [(plane[2:] - 2 * plane[1:-1] + plane[:-2]).pow(2).mean()
+                 for plane in self.time_planes if plane.shape[0] > 2]
         return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
 
     # ------------------------------------------------------------------ queries on grids

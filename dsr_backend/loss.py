@@ -24,8 +24,8 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
     Surface points and samples go through the network in one pass, by ``gradient_fn``
     (default: the model's fast ``sdf_and_gradient`` computing in ``dtype``, at the batch's time-node rows
     where it carries them; benchmarks pass the plain autograd reference). With ``smoothness_weight`` > 0,
-    adds that times the model's ``time_smoothness`` (the K-Planes penalty on second differences in time,
-    at the batch's ``smooth_centers``), reported as "smoothness".
+    adds that times the model's ``time_smoothness()`` (the K-Planes penalty on second differences in time),
+    reported as "smoothness".
     With ``distance_weight`` > 0, adds that times ``mean |f(x) - d(x)|`` over the near-surface samples of D,
     ``d`` being the batch's ``near_distance`` (signed distance to the frame's surface, see
     :class:`~dsr_backend.sampling.SeriesSampler`), reported as "distance".
@@ -66,6 +66,6 @@ def igr_loss(model: nn.Module, batch: Batch, normal_weight: float = 1.0, eikonal
         terms["distance"] = (sdf[count:2 * count] - batch.near_distance).abs().mean()
         total = total + distance_weight * terms["distance"]
     if smoothness_weight > 0:
-        terms["smoothness"] = model.time_smoothness(batch.smooth_centers)
+        terms["smoothness"] = model.time_smoothness()
         total = total + smoothness_weight * terms["smoothness"]
     return total, {name: value.detach() for name, value in terms.items()}

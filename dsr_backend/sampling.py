@@ -20,11 +20,6 @@ BYTES_PER_TRAINING_POINT = 130
 """Memory a sampler takes per surface point it keeps: its float32 copies and the nearest-point search tree."""
 
 
-SMOOTHNESS_CENTERS = 64
-"""Time nodes a batch draws for the time smoothness penalty when a model has more inner nodes: with many
-states the penalty over every node would cost more than the rest of a step."""
-
-
 DEEP_SUBSAMPLE = 8
 """One surface point in this many answers the distance of the widely spread samples (``deep_spread``)."""
 
@@ -79,7 +74,6 @@ class Batch:
     near_distance: torch.Tensor | None = None  # (B,) signed distance of the near samples, if asked for
     surface_row: torch.Tensor | None = None    # (B,) time node of each surface point, if asked for
     space_row: torch.Tensor | None = None      # time node of each sample of D
-    smooth_centers: torch.Tensor | None = None  # time nodes of this step's smoothness penalty (None: all)
 
     def rows(self) -> torch.Tensor | None:
         """The time nodes of the surface points followed by those of the samples (None if not drawn)."""
@@ -99,9 +93,7 @@ class SeriesSampler:
     that many times more, so that the samples reach deep inside the molecule and far from it. With
     ``distances``, each batch also carries the signed distance of its near-surface samples to their frame's
     surface (:meth:`signed_distance`). With ``node_times`` (the model times of a
-    K-Planes model's time nodes, which include every frame's), each point carries the row of its time, and
-    beyond :data:`SMOOTHNESS_CENTERS` inner nodes each batch names that many at random for the time
-    smoothness penalty (:meth:`~dsr_backend.kplanes.KPlanesSDF.time_smoothness`).
+    K-Planes model's time nodes, which include every frame's), each point carries the row of its time.
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
@@ -143,7 +135,6 @@ class SeriesSampler:
             if not np.allclose(np.asarray(node_times)[np.minimum(rows, len(node_times) - 1)], series.model_times()):
                 raise InvalidInputError("the model's time nodes do not include every frame's time")
             self.frame_row = torch.as_tensor(rows, device=self.device)
-        self.node_count = 0 if node_times is None else len(node_times)
 
     def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
         """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
@@ -163,10 +154,6 @@ class SeriesSampler:
         noise = torch.randn(count, 3, generator=generator, device=device)
         donors = torch.randint(count, (self.num_global,), generator=generator, device=device)
         uniform = torch.rand(self.num_global, 3, generator=generator, device=device) * 2.0 - 1.0
-        smooth_centers = None
-        if self.node_count - 2 > SMOOTHNESS_CENTERS:
-            smooth_centers = torch.randint(1, self.node_count - 1, (SMOOTHNESS_CENTERS,), generator=generator,
-                                           device=device)
         mine, mine_global = part_slice(count, *part), part_slice(self.num_global, *part)
         own = frame[mine]
         within = (within[mine] * self.sizes[own]).long()
@@ -185,8 +172,7 @@ class SeriesSampler:
             space_t=torch.cat([t, self.frame_t[donor_frame]]),
             space_protein=torch.cat([protein, self.frame_protein[donor_frame]]),
             near_distance=None if self.nearest is None else self.signed_distance(near, own, deep),
-            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]),
-            smooth_centers=smooth_centers)
+            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]))
 
     def signed_distance(self, x: torch.Tensor, frame: torch.Tensor, deep: torch.Tensor | None = None) -> torch.Tensor:
         """Signed distance from each point of ``x`` (B, 3) to the surface of its ``frame`` (B,), positive on the

@@ -147,19 +147,6 @@ def test_node_function_is_the_forward_pass_at_grid_nodes(monkeypatch, config):
     assert model.node_function(axis, 0.0, 0) is None  # too large a grid: the caller goes point by point
 
 
-def test_time_smoothness_at_sampled_centers_estimates_the_mean_over_all_nodes():
-    model = varied(dataclasses.replace(SMALL, node_times=tuple(np.linspace(-1, 1, 12))))
-    full = model.time_smoothness()
-    every = torch.arange(1, 11)
-    assert torch.allclose(model.time_smoothness(every), full)
-    draws = torch.stack([model.time_smoothness(torch.randint(1, 11, (4,), generator=torch.Generator().manual_seed(i)))
-                         for i in range(400)])
-    assert not torch.allclose(draws[0], full) and abs(draws.mean() / full - 1) < 0.05
-    model.time_smoothness(torch.tensor([5])).backward()  # touches only the rows around its centers
-    touched = model.time_planes[0].grad.abs().sum(dim=(1, 2)).nonzero().view(-1).tolist()
-    assert touched == [4, 5, 6]
-
-
 def test_one_time_node_is_a_static_model():
     model = varied(dataclasses.replace(SMALL, node_times=(0.0,)))
     x, t, protein = random_inputs()

@@ -42,16 +42,6 @@ def test_batches_carry_the_time_node_of_each_point(sphere_series):
         SeriesSampler(sphere_series, batch_size=1000, node_times=node_times[::2])
 
 
-def test_many_time_nodes_draw_a_fixed_number_of_smoothness_centers(sphere_series, monkeypatch):
-    node_times = np.unique(sphere_series.model_times())
-    few = SeriesSampler(sphere_series, batch_size=100, node_times=node_times)
-    assert few.sample(torch.Generator().manual_seed(0)).smooth_centers is None  # 3 inner nodes: all of them
-    monkeypatch.setattr("dsr_backend.sampling.SMOOTHNESS_CENTERS", 2)
-    many = SeriesSampler(sphere_series, batch_size=100, node_times=node_times)
-    centers = torch.cat([many.sample(torch.Generator().manual_seed(seed)).smooth_centers for seed in range(30)])
-    assert len(centers) == 60 and set(centers.tolist()) == set(range(1, len(node_times) - 1))
-
-
 def test_many_frames_keep_an_even_share_of_their_points(sphere_series, monkeypatch):
     monkeypatch.setattr("dsr_backend.sampling.MAX_TRAINING_POINTS", 2000)
     sampler = SeriesSampler(sphere_series, batch_size=500)
