@@ -74,7 +74,7 @@ def measure(count: int, args: argparse.Namespace) -> dict:
     trainer.run(progress=lambda *_: stamps.append(time.perf_counter()))
     tail = np.diff(stamps[min(10, len(stamps) // 2):])
     row.update(steps=steps, step_s=float(np.median(tail)), train_s=stamps[-1] - stamps[0],
-               peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+               peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     if args.score:
         torch.set_num_threads(2)
         model = trainer.snapshot()
@@ -102,11 +102,11 @@ def main() -> None:
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     scored = args.score
-    print("\n| states | surface points | surfaces | setup | step | peak memory |" + (" IoU | Chamfer | NC |" if scored else ""))
+    print("\n| states | surface points | surfaces | setup | step | peak memory (GiB) |" + (" IoU | Chamfer | NC |" if scored else ""))
     print("|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if scored else ""))
     for row in rows:
         line = (f"| {row['states']} | {row['points'] / 1e6:.1f} M | {row['surfaces_s']:.0f} s | {row['setup_s']:.1f} s | "
-                f"{row['step_s']:.3f} s | {row['peak_rss_gb']:.2f} GB |")
+                f"{row['step_s']:.3f} s | {row['peak_rss_gib']:.2f} |")
         if scored:
             line += f" {row['iou']:.4f} | {row['chamfer']:.3g} | {row['nc']:.4f} |"
         print(line)

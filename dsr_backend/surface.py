@@ -27,6 +27,7 @@ grid cell (a cavity barely larger than the probe, a neck a probe barely passes) 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -209,7 +210,22 @@ def solvent_excluded_surfaces(coords: Sequence, radii: Sequence, device: Optiona
         finally:
             for future in futures:
                 future.cancel()
+    release_free_memory()
     return surfaces
+
+
+def release_free_memory() -> None:
+    """Hand back to the system the memory the C allocator keeps from freed blocks (glibc's ``malloc_trim``).
+
+    Each surface worker thread frees its grids into an allocator arena of its own, which glibc keeps: after the
+    surfaces of 150 states a process held 0.5 GiB more than it used, and a training started then peaked at
+    2.1 GiB instead of 1.5. A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 def _too_coarse(spacing: float, radii: torch.Tensor) -> str:
