@@ -17,14 +17,19 @@ def remove_orphans(path: str | os.PathLike) -> list[str]:
     directory, name = os.path.split(os.path.abspath(os.fspath(path)))
     removed = []
     for entry in os.listdir(directory) if os.path.isdir(directory) else []:
-        match = _TEMPORARY.match(entry)
-        if match and match.group("name") == name:
+        if temporary_target(entry) == name:
             try:
                 os.unlink(os.path.join(directory, entry))
                 removed.append(entry)
             except OSError:  # gone already, or not ours to remove: nothing to clean
                 pass
     return removed
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name a :func:`temporary_name` was made for, or None when ``name`` is not such a name."""
+    match = _TEMPORARY.match(name)
+    return match.group("name") if match else None
 
 
 def temporary_name(path: str) -> str:

@@ -113,7 +113,8 @@ class SeriesSampler:
         normals = [series.normals[i][rows] for i, rows in enumerate(kept)]
         sigmas = [knn_distance(p, knn, self.device, subsample=knn_subsample, seed=i) for i, p in enumerate(unit)]
         self.sizes = torch.as_tensor(sizes, device=self.device)
-        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), device=self.device)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # of each frame's points in self.points
+        self.offsets = torch.as_tensor(starts, device=self.device)
         self.points = torch.as_tensor(np.concatenate(unit), device=self.device)
         self.normals = torch.as_tensor(np.concatenate(normals), device=self.device)
         self.sigmas = torch.as_tensor(np.concatenate(sigmas), device=self.device)
@@ -123,7 +124,6 @@ class SeriesSampler:
         self.deep_spread = float(deep_spread)
         if distances and deep_spread:
             picks = [np.arange(0, len(p), DEEP_SUBSAMPLE) for p in unit]
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
             self.deep_nearest = FrameNearest([p[k] for p, k in zip(unit, picks)], self.device)
             self.deep_points = torch.as_tensor(np.concatenate([k + start for k, start in zip(picks, starts)]),
                                                device=self.device)

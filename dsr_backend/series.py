@@ -82,6 +82,20 @@ class TimeMap:
 
 MAX_COORDINATE = 1e6
 """The largest |coordinate| in Å of a surface point or an atom (beyond it float32 arithmetic breaks down)."""
+MAX_TIME = 1e9
+"""The largest |time| a series or a model's time range may hold."""
+
+
+def box_and_time_problem(center: Sequence[float], scale: float, start: float, stop: float) -> str | None:
+    """What makes a unit box (centre and half size in Å) and a time range unusable, or None: both must be
+    finite, the box of positive size and within :data:`MAX_COORDINATE`, the range within :data:`MAX_TIME`."""
+    center = np.asarray(center, dtype=float)
+    if (center.shape != (3,) or not np.all(np.isfinite(center)) or not 0 < scale <= MAX_COORDINATE
+            or np.abs(center).max() > MAX_COORDINATE):
+        return f"box (centre {center.tolist()}, half size {scale}) is not a finite box of positive size"
+    if not (np.isfinite(start) and np.isfinite(stop)) or stop < start or max(abs(start), abs(stop)) > MAX_TIME:
+        return f"time range ({start} .. {stop}) is not a finite range"
+    return None
 
 
 def check_finite_t(t: np.ndarray | float) -> np.ndarray:
@@ -172,13 +186,10 @@ class SurfaceSeries:
             self.normalization = Normalization.fit(self.points)
         if self.time_map is None:
             self.time_map = TimeMap(float(self.times.min()), float(self.times.max()))
-        center, scale = np.asarray(self.normalization.center, float), float(self.normalization.scale)
-        if center.shape != (3,) or not np.all(np.isfinite(center)) or not 0 < scale <= MAX_COORDINATE:
-            raise InvalidInputError(f"the series box (centre {center.tolist()}, half size {scale}) is not a finite "
-                                    "box of positive size")
-        start, stop = self.time_map.start, self.time_map.stop
-        if not (np.isfinite(start) and np.isfinite(stop)) or stop < start:
-            raise InvalidInputError(f"the series time range ({start} .. {stop}) is not a finite range")
+        problem = box_and_time_problem(self.normalization.center, float(self.normalization.scale),
+                                       self.time_map.start, self.time_map.stop)
+        if problem:
+            raise InvalidInputError(f"the series {problem}")
 
     @property
     def num_frames(self) -> int:

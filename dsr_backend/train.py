@@ -80,7 +80,7 @@ class Trainer:
             self.optimizer, lambda step: config.lr_factor(step, self.total_steps, series.num_frames))
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
-        compiled = config.compile and config.total_steps(series.num_frames) >= MIN_COMPILED_STEPS
+        compiled = config.compile and self.total_steps >= MIN_COMPILED_STEPS
         self.loss_function = torch.compile(igr_loss, dynamic=False) if compiled else igr_loss
         node_times = getattr(config.model, "node_times", None)
         self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,

@@ -12,14 +12,12 @@ from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, InvalidInputError
 from .networks import build_network
-from .series import Normalization, TimeMap, check_finite_t
+from .series import Normalization, TimeMap, box_and_time_problem, check_finite_t
 from .threads import flushing_denormals
 
 
 MAX_PARAMETERS = 200_000_000
 """The most parameters a checkpoint may declare (the paper's model has 1.8 M, fast 4.3 M at 40 states)."""
-MAX_COORDINATE = 1e6
-"""The largest |centre| and box half size in Å a checkpoint may hold."""
 
 
 def checked_contents(state: dict[str, Any], path: str = "the checkpoint") -> TrainConfig:
@@ -39,11 +37,9 @@ def checked_contents(state: dict[str, Any], path: str = "the checkpoint") -> Tra
         start, stop = float(times["start"]), float(times["stop"])
     except (TypeError, ValueError, KeyError, IndexError):
         raise damaged("its normalization or time map is not numbers") from None
-    if len(center) != 3 or not all(np.isfinite(center + [scale])) or not 0 < scale <= MAX_COORDINATE \
-            or max(abs(c) for c in center) > MAX_COORDINATE:
-        raise damaged(f"its box (centre {center}, half size {scale}) is not a finite box of positive size")
-    if not (np.isfinite(start) and np.isfinite(stop)) or stop < start or max(abs(start), abs(stop)) > 1e9:
-        raise damaged(f"its time map ({start} .. {stop}) is not a finite range")
+    problem = box_and_time_problem(center, scale, start, stop)
+    if problem:
+        raise damaged(f"its {problem}")
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         raise damaged("its protein names are not a list of names")
     if not isinstance(state["step"], int) or state["step"] < 0:

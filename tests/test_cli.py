@@ -224,6 +224,8 @@ class ConfigDict(dict):
     (lambda a: [a.pop("frame_sizes"), a.pop("version")], "is incomplete: missing version, frame_sizes"),
     (lambda a: a.update(scale=np.array(0.0)), "is not a finite box of positive size"),
     (lambda a: a.update(time_range=np.array([np.nan, 4.0])), "is not a finite range"),
+    (lambda a: a.update(center=np.array([0.0, 0.0, 1e30])), "is not a finite box of positive size"),
+    (lambda a: a.update(time_range=np.array([0.0, 1e20])), "is not a finite range"),
     (lambda a: a.update(frame_sizes=np.array([[1, 2]])), "frame sizes do not add up"),
 ])
 def test_damaged_series_are_one_line_errors(cli_model, tmp_path, capsys, change, message):

@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .. import __version__
+from ..atomic import temporary_target
 from ..checkpoint import resume_path
 from ..errors import DSRError, InvalidInputError
 from ..trained import TrainedModel
@@ -86,12 +87,13 @@ class _Run:
 
 def make_private(data_dir: str) -> None:
     """Make the data folder's contents its owner's alone (folders 700, files 600) whatever modes they were
-    made with, and delete what interrupted writes left behind (``.upload-*`` and ``.*.tmp`` files)."""
+    made with, and delete what interrupted writes left behind (``.upload-*`` files and
+    :func:`~dsr_backend.atomic.temporary_name` files)."""
     for folder, folders, files in os.walk(data_dir):
         os.chmod(folder, 0o700)
         for name in files:
             path = os.path.join(folder, name)
-            if name.startswith(".upload-") or (name.startswith(".") and name.endswith(".tmp")):
+            if name.startswith(".upload-") or temporary_target(name) is not None:
                 os.unlink(path)
             else:
                 os.chmod(path, 0o600)
