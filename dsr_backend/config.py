@@ -122,7 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
     # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
     # Besides the IGR terms it fits the signed distance to the surface near it and, through samples spread
-    # six times wider, deep inside the molecule (without them the field forms bubbles there); its gradient is
+    # six times wider, deep inside the molecule (where it would otherwise form false cavities); its gradient is
     # computed in closed form and the loss compiled, and 1,500 steps with the learning rate falling from 2e-2
     # to zero on a cosine (chosen on DIMS; docs/results.md).
     "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=1500, lr=2e-2,

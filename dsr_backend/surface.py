@@ -218,8 +218,8 @@ def release_free_memory() -> None:
     """Hand back to the system the memory the C allocator keeps from freed blocks (glibc's ``malloc_trim``).
 
     Each surface worker thread frees its grids into an allocator arena of its own, which glibc keeps: after the
-    surfaces of 150 states a process held 0.5 GiB more than it used, and a training started then peaked at
-    2.1 GiB instead of 1.5. A no-op where the C library is not glibc.
+    surfaces of many frames that is several hundred MB the process holds but does not use, on top of which a
+    training would then allocate. A no-op where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
