@@ -13,6 +13,8 @@ from .mlp import ModelConfig
 from .networks import NetworkConfig, network_config_from_dict, network_config_to_dict
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+MAX_MINUTES = 7 * 24 * 60.0
+"""The longest time budget a training takes (a week)."""
 LR_SCHEDULES = ("step", "cosine")
 
 
@@ -21,7 +23,9 @@ class TrainConfig:
     """Everything that decides a training run. Defaults are the paper's (section 3.2, authors' code).
 
     An epoch is one pass over the frames at ``frames_per_step`` frames per step (0: all frames in every
-    step, so one step per epoch). ``steps`` overrides ``epochs`` when positive.
+    step, so one step per epoch). ``steps`` overrides ``epochs`` when positive. ``minutes`` > 0 trains for
+    that wall time instead: the trainer sizes the run (and its learning-rate schedule) to the budget from the
+    pace of its steps (:class:`~dsr_backend.train.TimeBudget`).
     """
 
     preset: str = "paper"
@@ -30,6 +34,7 @@ class TrainConfig:
     frames_per_step: int = 1          # the authors train on one frame per step
     epochs: int = 4000
     steps: int = 0
+    minutes: float = 0.0              # > 0: train for this wall time, the steps sized to it as the run goes
     lr: float = 1e-4
     lr_decay_epochs: int = 200        # halve the learning rate every 200 epochs
     lr_decay_factor: float = 0.5
@@ -57,6 +62,10 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0 or self.frames_per_step < 0 or self.checkpoint_every < 0:
             raise InvalidInputError("steps, frames_per_step and checkpoint_every must not be negative")
+        if not 0 <= self.minutes <= MAX_MINUTES:
+            raise InvalidInputError(f"minutes must be positive and at most {MAX_MINUTES:g} (a week), got {self.minutes}")
+        if self.minutes and self.steps:
+            raise InvalidInputError("give a number of steps or a time budget in minutes, not both")
         if self.knn < 1 or self.knn_subsample < 1:
             raise InvalidInputError("knn and knn_subsample must be at least 1")
         if min(self.distance_weight, self.time_smoothness, self.deep_spread) < 0:

@@ -99,6 +99,9 @@ class DistributedTrainer(Trainer):
         if config.batch_size < self.world_size:
             raise InvalidInputError(f"batch_size {config.batch_size} is smaller than the {self.world_size} "
                                     "processes it is split across")
+        if config.minutes:
+            raise InvalidInputError("a time budget (minutes) sizes the steps of one process; give distributed "
+                                    "training a number of steps")
         super().__init__(series, config, device, metadata)
         shares = []
         for total in (self.sampler.batch_size, self.sampler.num_global):

@@ -111,9 +111,12 @@ def _split(arrays: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
 
 
 def training_config(settings: dict, num_proteins: int = 1) -> TrainConfig:
-    """The training configuration of a job's ``settings``: the preset at its ``quality`` with ``steps`` and
-    ``checkpoint_every`` applied where positive and ``members`` where not 0 (see :meth:`Engine.submit_train`)."""
-    overrides = {key: int(settings[key]) for key in ("steps", "checkpoint_every") if int(settings.get(key) or 0) > 0}
+    """The training configuration of a job's ``settings``: the preset at its ``quality`` with ``steps``,
+    ``minutes`` and ``checkpoint_every`` applied where positive and ``members`` where not 0 (see
+    :meth:`Engine.submit_train`)."""
+    overrides: dict = {key: int(settings[key]) for key in ("steps", "checkpoint_every") if int(settings.get(key) or 0) > 0}
+    if settings.get("minutes"):
+        overrides["minutes"] = float(settings["minutes"])
     config = preset(str(settings.get("preset") or DEFAULT_PRESET), num_proteins=num_proteins,
                     quality=str(settings.get("quality") or "quick"), **overrides)
     members = int(settings.get("members") or 0)
@@ -171,6 +174,7 @@ class Engine:
         """Start training in a daemon thread and return the job id.
 
         ``settings``: ``name``, ``preset``, ``quality`` (quick or best), ``steps`` (0: the preset's),
+        ``minutes`` (a time budget instead of steps; 0: none),
         ``members`` (0: the preset's; fast preset), ``checkpoint_every`` (0: the preset's), ``device`` ("" or "auto": CUDA when available),
         ``protein_names``, ``metadata``, ``probe`` (Å, for surfaces computed here; default 1.4).
         ``arrays``: see the module docstring. ``job_dir``: a folder of the caller's for the job's

@@ -91,6 +91,7 @@ class Trainer:
         self.exact_resume = True  # False after :meth:`resume` from a model file without optimiser state
         self._prefetch = BatchPrefetch(self.sampler, self.generator) if self.device.type == "cpu" else None
         self.step = 0
+        self.seconds = 0.0  # wall time spent in :meth:`run` over the whole run, resumes included
         self.history: list[dict[str, float]] = []
         self.last_record: dict[str, float] | None = None
 
@@ -102,7 +103,7 @@ class Trainer:
             "config": self.config.to_dict(), "model_state": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
             "generator_state": self._prefetch.generator_state() if self._prefetch else self.generator.get_state(),
-            "step": self.step, "total_steps": self.total_steps,
+            "step": self.step, "total_steps": self.total_steps, "seconds": self.seconds,
             "normalization": {"center": list(norm.center), "scale": norm.scale},
             "time_map": {"start": times.start, "stop": times.stop},
             "protein_names": list(self.series.protein_names), "metadata": self.metadata,
@@ -133,6 +134,8 @@ class Trainer:
             path = resume_path(path)
         state = read_checkpoint(path, map_location=device)
         config = TrainConfig.from_dict(state["config"])
+        if steps > 0:
+            config = dataclasses.replace(config, minutes=0.0)
         norm = state["normalization"]
         if (list(series.protein_names) != list(state["protein_names"])
                 or abs(series.normalization.scale - float(norm["scale"])) > 1e-6 * float(norm["scale"])):
@@ -140,6 +143,7 @@ class Trainer:
         trainer = cls(series, config, device, metadata=state.get("metadata"))
         trainer.network.load_state_dict(state["model_state"])
         trainer.step = int(state["step"])
+        trainer.seconds = float(state.get("seconds", 0.0))
         trainer.exact_resume = is_resume_checkpoint(state)
         trainer.total_steps = steps if steps > 0 else int(state["total_steps"])
         if trainer.exact_resume:
@@ -210,9 +214,13 @@ class Trainer:
 
         The model ``checkpoint`` and its resume checkpoint are written every ``config.checkpoint_every``
         steps, at the end and on cancellation; the resume checkpoint is removed when the run completes. A
-        diverged run raises before anything broken is written.
+        diverged run raises before anything broken is written. With a time budget (``config.minutes``) the
+        total is sized after every step to end the run when the budget (less the time of earlier runs) is
+        spent (:class:`TimeBudget`).
         """
         started = time.perf_counter()
+        seconds_before = self.seconds
+        budget = TimeBudget(60.0 * self.config.minutes - self.seconds, self.step) if self.config.minutes else None
         cancelled = False
         if checkpoint is not None:
             for path in (checkpoint, resume_path(checkpoint)):
@@ -224,12 +232,16 @@ class Trainer:
                     cancelled = True
                     break
                 record = self.train_step()
+                self.seconds = seconds_before + time.perf_counter() - started
+                if budget is not None:
+                    self.total_steps = budget.total_steps(self.step, self.total_steps)
                 if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save(checkpoint)
                 if progress is not None:
                     progress(self.step, self.total_steps, record)
         if self._prefetch:
             self._prefetch.reset()
+        self.seconds = seconds_before + time.perf_counter() - started
         if checkpoint:
             self.save(checkpoint)
             if not cancelled:  # every process of a distributed run gets here; one of them removes it
@@ -240,6 +252,36 @@ class Trainer:
         return TrainResult(model=model, steps_done=self.step, total_steps=self.total_steps, cancelled=cancelled,
                            seconds=time.perf_counter() - started, history=self.history,
                            last_record=self.last_record)
+
+
+class TimeBudget:
+    """Sizes a run to a wall-time budget from the pace of its steps.
+
+    After each step the run's total becomes the steps done plus as many as the time left holds at the mean
+    pace of the steps since the first :attr:`WARMUP_STEPS` of the run (those compile the loss); until then it
+    stays as it was. Once the budget is spent, the total is the steps done.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, seconds: float, step: int):
+        self.seconds = seconds
+        self.started = time.perf_counter()
+        self._warm_step = step + self.WARMUP_STEPS
+        self._warm_time: float | None = None
+
+    def total_steps(self, step: int, total: int) -> int:
+        """The run's total after ``step`` (``total`` until the pace is known)."""
+        now = time.perf_counter()
+        left = self.seconds - (now - self.started)
+        if left <= 0:
+            return step
+        if step == self._warm_step:
+            self._warm_time = now
+        if self._warm_time is None or step <= self._warm_step:
+            return total
+        pace = (now - self._warm_time) / (step - self._warm_step)
+        return step + int(left / pace)
 
 
 def check_training_memory(series: SurfaceSeries, network: torch.nn.Module) -> None:

@@ -41,6 +41,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         parser.add_argument("--config", help="a TrainConfig as JSON (the 'config' of a checkpoint) instead of "
                                              "--preset; the options below still override it"),
         parser.add_argument("--steps", type=int, help="number of optimiser steps (default: the preset's epochs)"),
+        parser.add_argument("--minutes", type=float, help="train for this wall time instead of a number of steps: "
+                                                          "the run sizes its steps and schedule to it"),
         parser.add_argument("--batch-size", type=int, help="surface points per step (over all processes)"),
         parser.add_argument("--frames-per-step", type=int, help="frames per step (0: all)"),
         parser.add_argument("--lr", type=float, help="learning rate"),
@@ -77,7 +79,7 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 def train_config(args: argparse.Namespace, num_proteins: int) -> TrainConfig:
     """The configuration named by ``--preset`` or ``--config`` with the other options applied."""
     overrides = {key: value for key, value in (
-        ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+        ("steps", args.steps), ("minutes", args.minutes), ("batch_size", args.batch_size), ("lr", args.lr),
         ("precision", args.precision), ("seed", args.seed), ("checkpoint_every", args.checkpoint_every),
         ("frames_per_step", args.frames_per_step), ("compile", args.compile), ("storage", args.storage))
         if value is not None}
@@ -108,6 +110,11 @@ def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None =
     trainer_class = trainer_class or Trainer
     device = device or args.device
     check_writable(args.output)
+    if args.minutes is not None and not args.minutes > 0:
+        raise InvalidInputError(f"--minutes must be positive, got {args.minutes:g}")
+    if args.minutes is not None and args.resume:
+        raise InvalidInputError("--resume goes on with the run's own steps or time budget (or --steps); "
+                                "--minutes starts a new run")
     series = SurfaceSeries.load(args.series)
     if args.resume:
         trainer = trainer_class.resume(args.resume, series, device=device, steps=args.steps or 0)
@@ -126,6 +133,8 @@ def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None =
                disable=args.quiet or not main_process)
 
     def progress(step: int, total: int, record: dict) -> None:
+        if bar.total != total:  # a time budget sizes the run as it goes
+            bar.total = total
         bar.update(1)
         if step % 10 == 0 or step == total:
             bar.set_postfix(loss=f"{record['loss']:.4g}", eik=f"{record['eikonal']:.3g}")

@@ -56,6 +56,20 @@ def parse_probe(value: str, _self=cmd) -> float:
     return probe
 
 
+def parse_minutes(value: str) -> float:
+    """``minutes=``: a positive time budget; empty: none (the preset's steps)."""
+    text = str(value).strip()
+    if not text:
+        return 0.0
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise CmdException(f"minutes must be a number of minutes, got '{text}'") from None
+    if not 0.0 < minutes < float("inf"):
+        raise CmdException(f"minutes must be positive, got {minutes:g}")
+    return minutes
+
+
 def _say(quiet, line: str) -> None:
     if not int(quiet):
         print(line)
@@ -99,6 +113,10 @@ ARGUMENTS
 
     steps = int: training steps {default: the preset's at the chosen quality}
 
+    minutes = float: train for this wall time instead (after the surfaces): the training sizes its
+    steps, and the fall of its learning rate, to end when the time is up, e.g. minutes=2
+    {default: the steps}
+
     surface = ses (solvent-excluded surface from coordinates and radii, computed by the backend) or
     pymol (PyMOL's own surface of each state, at the current surface_quality) {default: ses}
 
@@ -136,11 +154,13 @@ SEE ALSO
 
     dsr_surface, dsr_status, dsr_wait, dsr_cancel, dsr_list, dsr_save, dsr_backend
     """
-    options = _keywords(kwargs, **{"async": -1, "probe": "", "fit": ""})
-    probe = parse_probe(options["probe"], _self)
+    options = _keywords(kwargs, **{"async": -1, "probe": "", "fit": "", "minutes": ""})
+    probe, minutes = parse_probe(options["probe"], _self), parse_minutes(options["minutes"])
     if not str(selection).strip():
         raise CmdException("dsr_train needs a selection, e.g. dsr_train adk, states=1-80:2")
     surface, steps = str(surface).strip().lower(), parse_int(steps, "steps", minimum=0)
+    if minutes and steps:
+        raise CmdException("give steps= or minutes=, not both")
     members = parse_int(members, "members", minimum=1)
     quality, preview = str(quality).strip().lower(), parse_int(preview, "preview", minimum=0)
     if preview > 1:
@@ -163,7 +183,8 @@ SEE ALSO
     chempy_models = None
     if surface == "pymol":
         chempy_models = [_self.get_model(f.selection, state) for f in frames for state in f.states]
-    settings = train_settings(name, frames, selection, surface, preset, steps, device, members, quality, probe)
+    settings = train_settings(name, frames, selection, surface, preset, steps, device, members, quality, probe,
+                              minutes)
     task = TrainTask(backend, settings, arrays, chempy_models, _self.get_setting_int("surface_quality"),
                      report=None if int(quiet) else print,
                      preview=(lambda: update_preview(session, name, _self)) if preview else None)

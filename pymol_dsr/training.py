@@ -45,12 +45,15 @@ def atom_arrays(frames: Sequence[AtomFrames]) -> dict[str, np.ndarray]:
 
 
 def train_settings(name: str, frames: Sequence[AtomFrames], selection: str, surface: str, preset: str,
-                   steps: int, device: str, members: int = 1, quality: str = "quick", probe: float = 1.4) -> dict:
+                   steps: int, device: str, members: int = 1, quality: str = "quick", probe: float = 1.4,
+                   minutes: float = 0.0) -> dict:
     """The backend's training settings, with what the checkpoint should remember about the PyMOL side.
-    ``members``, ``quality`` and ``probe`` go only where they differ from the default, so that servers
-    older than those settings take the rest."""
+    ``members``, ``quality``, ``probe`` and ``minutes`` go only where they differ from the default, so that
+    servers older than those settings take the rest."""
     objects = [frame.object for frame in frames]
-    several = {"members": members} if members > 1 else {}
+    several: dict = {"members": members} if members > 1 else {}
+    if minutes:
+        several["minutes"] = minutes
     if quality != "quick":
         several["quality"] = quality
     if probe != DEFAULT_PROBE and surface == "ses":

@@ -242,6 +242,22 @@ def test_damaged_series_are_one_line_errors(cli_model, tmp_path, capsys, change,
     assert damaged.read_bytes() == before and not (tmp_path / "x.pt").exists()
 
 
+def test_minutes_train_for_a_time_budget_and_must_be_positive(cli_model, tmp_path, capsys):
+    _, series_path, _ = cli_model
+    model = tmp_path / "budget.pt"
+    assert main(["train", str(series_path), "-o", str(model), "--preset", "tiny", "--minutes", "0.02",
+                 "--device", "cpu"]) == 0
+    state = torch.load(model, weights_only=True)
+    assert 0 < state["step"] < 400 and state["seconds"] == pytest.approx(1.2, abs=0.5)  # tiny: 400 steps
+    capsys.readouterr()
+    for minutes, message in (("0", "--minutes must be positive, got 0"),
+                             ("-1", "--minutes must be positive, got -1")):
+        assert main(["train", str(series_path), "-o", str(tmp_path / "x.pt"), "--minutes", minutes]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", str(series_path), "-o", str(tmp_path / "x.pt"), "--minutes", "1", "--steps", "5"]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
 def test_training_removes_what_an_interrupted_write_of_its_output_left(cli_model, tmp_path):
     _, series_path, _ = cli_model
     orphan, other = tmp_path / ".model.pt.0123456789ab.tmp", tmp_path / ".other.pt.0123456789ab.tmp"

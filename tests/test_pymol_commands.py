@@ -310,6 +310,9 @@ def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(
     assert "no model was stored" in capsys.readouterr().out
     cmd.do("dsr_train pep, states=1-3, name=quick, preset=tiny, steps=20, async=1")
     assert dsr_wait("quick")["state"] == "done"
+    cmd.do("dsr_train pep, states=1-3, name=timed, preset=tiny, minutes=0.02, async=1")
+    status = dsr_wait("timed")
+    assert status["state"] == "done" and 0 < status["total"] < 400  # tiny's schedule: 400 steps
 
 
 @pytest.mark.parametrize("command, message", [
@@ -321,6 +324,10 @@ def test_a_model_in_training_is_shown_as_it_stands_then_cancelled_or_waited_for(
     ("dsr_train pep, surface=msms", "surface must be ses or pymol"),
     ("dsr_train pep, steps=-3", "steps must be at least 0"),
     ("dsr_train pep, steps=many", "steps must be a whole number"),
+    ("dsr_train pep, minutes=0", "minutes must be positive, got 0"),
+    ("dsr_train pep, minutes=soon", "minutes must be a number of minutes, got 'soon'"),
+    ("dsr_train pep, steps=100, minutes=2", "give steps= or minutes=, not both"),
+    ("dsr_train pep, minutes=1e7", "minutes must be positive and at most 10080 (a week)"),
     ("dsr_train pep, preset=tiny, members=2", "members apply to preset fast only, not to tiny"),
     ("dsr_train pep, members=0", "members must be at least 1"),
     ("dsr_train pep, quality=perfect", "unknown quality 'perfect'; choose one of quick, best"),

@@ -163,6 +163,10 @@ def not_zip() -> bytes:
     (lambda s: job_upload(s, "bad", 10, settings=np.array('{"name": "bad", "probe": -1}')), 400,
      "'probe' must be a radius in Å from 0 to 10"),
     (lambda s: job_upload(s, "bad", 10, points=np.full((900, 3), 1e30)), 400, "coordinates beyond ±1e+06 Å"),
+    (lambda s: job_upload(s, "bad", 0, settings=np.array('{"name": "bad", "minutes": -2}')), 400,
+     "'minutes' must be a time budget from 0 (none: the steps) to 10080"),
+    (lambda s: job_upload(s, "bad", 0, settings=np.array('{"name": "bad", "minutes": 2, "steps": 10}')), 400,
+     "give 'steps' or 'minutes', not both"),
 ])
 def test_bad_training_uploads_are_refused_with_the_reason(server, series, make_body, status, reason):
     code, reply = server.request("POST", "/jobs", make_body(series))

@@ -143,6 +143,39 @@ def test_cosine_schedule_falls_to_zero_and_a_warm_start_takes_it_up(sphere_serie
     assert warm.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.5 * (1 + np.cos(np.pi * 20 / 40)))
 
 
+def test_a_time_budget_sizes_the_run_and_its_schedule_to_the_minutes(sphere_series, tmp_path):
+    config = preset("tiny", minutes=0.03, lr_schedule="cosine", checkpoint_every=0)  # 1.8 s
+    trainer, seen = Trainer(sphere_series, config, device="cpu"), []
+    result = trainer.run(tmp_path / "budget.pt", progress=lambda step, total, _: seen.append(
+        (step, total, trainer.optimizer.param_groups[0]["lr"])))
+    assert not result.cancelled and result.steps_done == result.total_steps == seen[-1][0]
+    assert seen[0][1] == config.total_steps(sphere_series.num_frames)  # the preset's until the pace is known
+    assert result.steps_done != seen[0][1]
+    assert 1.8 - 0.5 < result.seconds < 1.8 + 0.5
+    assert seen[-1][2] == pytest.approx(0.0, abs=1e-12)  # the cosine spans the budgeted run
+    assert read_checkpoint(tmp_path / "budget.pt")["seconds"] == pytest.approx(result.seconds, abs=0.05)
+
+
+def test_a_resumed_run_trains_for_the_time_its_budget_has_left(sphere_series, tmp_path):
+    config = preset("tiny", minutes=0.03, checkpoint_every=0)
+    first, stop = Trainer(sphere_series, config, device="cpu"), threading.Event()
+    first.run(tmp_path / "b.pt", progress=lambda step, *_: step == 5 and stop.set(), cancel=stop)
+    before = read_checkpoint(tmp_path / "b.resume.pt")["seconds"]
+    resumed = Trainer.resume(tmp_path / "b.pt", sphere_series, device="cpu")
+    result = resumed.run(tmp_path / "b.pt")
+    assert result.steps_done > 5 and before + result.seconds == pytest.approx(1.8, abs=0.5)
+    assert Trainer.resume(tmp_path / "b.pt", sphere_series, device="cpu", steps=result.steps_done + 3).run() \
+        .steps_done == result.steps_done + 3  # steps replace the budget
+
+
+def test_bad_time_budgets_are_refused():
+    for minutes in (-1.0, float("nan"), 1e9):
+        with pytest.raises(InvalidInputError, match="minutes must be positive"):
+            preset("tiny", minutes=minutes)
+    with pytest.raises(InvalidInputError, match="steps or a time budget in minutes, not both"):
+        preset("tiny", minutes=1.0, steps=10)
+
+
 def test_the_model_file_holds_weights_only_and_float16_storage_is_smaller(trained_sphere, sphere_series, tmp_path):
     result, path = trained_sphere
     state = torch.load(path, weights_only=True)

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_PRESET, PRESETS, QUALITIES, preset as preset_config
+from ..config import DEFAULT_PRESET, MAX_MINUTES, PRESETS, QUALITIES, preset as preset_config
 from ..errors import InvalidInputError
 from ..series import MAX_COORDINATE
 from ..surface import DEFAULT_PROBE, MAX_PROBE
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-SETTINGS = ("name", "preset", "quality", "steps", "members", "device", "protein_names", "metadata", "probe")
+SETTINGS = ("name", "preset", "quality", "steps", "minutes", "members", "device", "protein_names", "metadata", "probe")
 MAX_SETTINGS_CHARS = 256 * 1024
 MAX_STEPS = 10_000_000
 MAX_MEMBERS = 16
@@ -148,6 +148,11 @@ def check_settings(raw: np.ndarray) -> dict[str, Any]:
     steps = settings.setdefault("steps", 0)
     if not _is_int(steps) or not 0 <= steps <= MAX_STEPS:
         raise InvalidInputError(f"'steps' must be an integer from 0 (the preset's) to {MAX_STEPS}")
+    minutes = settings.setdefault("minutes", 0)
+    if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or not 0 <= minutes <= MAX_MINUTES:
+        raise InvalidInputError(f"'minutes' must be a time budget from 0 (none: the steps) to {MAX_MINUTES:g}")
+    if minutes and steps:
+        raise InvalidInputError("give 'steps' or 'minutes', not both")
     members = settings.setdefault("members", 0)
     if not _is_int(members) or not 0 <= members <= MAX_MEMBERS:
         raise InvalidInputError(f"'members' must be an integer from 0 (the preset's) to {MAX_MEMBERS}")
