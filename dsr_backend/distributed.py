@@ -83,6 +83,10 @@ class AgreedCancel:
         return bool(flag.item())
 
 
+NO_TIME_BUDGET = ("a time budget (minutes) sizes the steps of one process; give distributed training a number "
+                  "of steps")
+
+
 class DistributedTrainer(Trainer):
     """A :class:`Trainer` for one process of an initialised ``torch.distributed`` group.
 
@@ -100,8 +104,7 @@ class DistributedTrainer(Trainer):
             raise InvalidInputError(f"batch_size {config.batch_size} is smaller than the {self.world_size} "
                                     "processes it is split across")
         if config.minutes:
-            raise InvalidInputError("a time budget (minutes) sizes the steps of one process; give distributed "
-                                    "training a number of steps")
+            raise InvalidInputError(NO_TIME_BUDGET)
         super().__init__(series, config, device, metadata)
         shares = []
         for total in (self.sampler.batch_size, self.sampler.num_global):
@@ -248,6 +251,8 @@ def train_distributed(series: SurfaceSeries | str | os.PathLike, config: TrainCo
     """
     if nproc < 1:
         raise InvalidInputError(f"nproc must be at least 1, got {nproc}")
+    if config.minutes:
+        raise InvalidInputError(NO_TIME_BUDGET)
     if not isinstance(series, SurfaceSeries):
         series = SurfaceSeries.load(series)
     device = resolve_device(device)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .atomic import check_writable
 from .checkpoint import STORAGES
 from .config import DEFAULT_PRESET, QUALITIES, TrainConfig, preset
-from .distributed import DistributedTrainer, init_process_group, launch, leave_process_group, process_device
+from .distributed import NO_TIME_BUDGET, DistributedTrainer, init_process_group, launch, leave_process_group, process_device
 from .errors import InvalidInputError, exit_status
 from .series import SurfaceSeries
 from .train import Trainer
@@ -154,6 +154,8 @@ def run_training(args: argparse.Namespace, trainer_class: type[Trainer] | None =
 
 def cmd_train(args: argparse.Namespace) -> None:
     if args.nproc > 1:
+        if args.minutes is not None:
+            raise InvalidInputError(NO_TIME_BUDGET)
         raise SystemExit(launch(args.nproc, train_argv(args)))
     run_training(args)
 

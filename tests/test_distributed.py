@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dsr_backend import Trainer, TrainedModel, TrainingDivergedError, preset, train
+from dsr_backend import InvalidInputError, Trainer, TrainedModel, TrainingDivergedError, preset, train
 from dsr_backend.checkpoint import read_checkpoint, resume_path
 from dsr_backend.cli import build_parser
 from dsr_backend.cli import main as dsr_main
@@ -169,6 +169,15 @@ def test_distributed_entry_needs_torchrun(tmp_path, capsys, monkeypatch):
 def test_nproc_must_be_positive(sphere_series):
     with pytest.raises(ValueError, match="nproc must be at least 1"):
         train_distributed(sphere_series, preset("tiny", steps=1), nproc=0)
+
+
+def test_a_time_budget_is_refused_for_several_processes(sphere_series, tmp_path, capsys):
+    with pytest.raises(InvalidInputError, match="a time budget .minutes. sizes the steps of one process"):
+        train_distributed(sphere_series, preset("tiny", minutes=1.0), nproc=2)
+    sphere_series.save(tmp_path / "s.npz")
+    assert dsr_main(["train", str(tmp_path / "s.npz"), "-o", str(tmp_path / "m.pt"), "--nproc", "2",
+                     "--minutes", "1"]) == 2
+    assert "give distributed training a number of steps" in capsys.readouterr().err
 
 
 def test_train_options_survive_the_trip_to_torchrun():
