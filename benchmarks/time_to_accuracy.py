@@ -2,13 +2,15 @@
 ``--compare`` sets runs side by side and prints the time ratios.
 
     python benchmarks/time_to_accuracy.py --preset fast --minutes 5 -o tta/fast
+    python benchmarks/time_to_accuracy.py --preset fast --minutes 2 --sized -o tta/fast2
     python benchmarks/time_to_accuracy.py --preset paper --minutes 75 -o tta/paper
     python benchmarks/time_to_accuracy.py --compare tta/fast tta/paper
 
 Run the presets one after the other on an otherwise idle machine, or at the same time to give each a core; on a GPU
 (``--device cuda``) one after the other, with ``--precision`` and ``--compile`` for the arithmetic variants.
 ``--atoms FILE.npz`` keeps the trajectory's atoms for a machine without MDAnalysis. Training is that of
-``reproduce_dims.py`` (states 1-80:2 of adenylate kinase) until the preset's steps or the budget; the network
+``reproduce_dims.py`` (states 1-80:2 of adenylate kinase) until the preset's steps or the budget (with
+``--sized``, a run whose steps the trainer sizes to the budget, as ``dsr_train minutes=`` does); the network
 is copied at probe times growing by ``--growth`` (copies are not counted as training time) and every copy is
 scored after training on ``--frames`` against their solvent-excluded surfaces: reconstruction IoU on the
 paper's 128^3 grid, Chamfer distance and normal consistency (the paper's conventions; narrow-band query,
@@ -48,6 +50,8 @@ def parse_args() -> argparse.Namespace:
                                                                 "picks its own)")
     parser.add_argument("--steps", type=int, help="train this many steps instead of the preset's "
                                                    "(fast's cosine schedule then spans them)")
+    parser.add_argument("--sized", action="store_true", help="size the run to --minutes (dsr_train minutes=: the "
+                                                             "steps and the learning rate's fall fit the budget)")
     parser.add_argument("--first", type=float, default=15.0, help="first probe after this many seconds (default 15)")
     parser.add_argument("--growth", type=float, default=1.5, help="each probe this much later (default 1.5)")
     parser.add_argument("--frames", default="0-60:20", help="training frames scored, FIRST-LAST:STEP (default 0-60:20)")
@@ -66,6 +70,8 @@ def train_with_probes(series, args: argparse.Namespace) -> list[dict]:
     overrides = {"precision": args.precision} if args.precision else {}
     if args.steps:
         overrides["steps"] = args.steps
+    if args.sized:
+        overrides["minutes"] = args.minutes
     if args.compile:
         overrides["compile"] = True
     config = preset(args.preset, **overrides)
