@@ -81,12 +81,12 @@ class DialogController:
         return float(self._self.get_setting_float("solvent_radius"))
 
     def train(self, selection: str, states: str, preset: str, steps: int, members: int = 1,
-              probe: float | None = None, preview: bool = False) -> bool:
+              probe: float | None = None, preview: bool = False, minutes: float = 0.0) -> bool:
         """Start training ``selection`` (an object or any selection) in the background; False (and ``message``
         says why) if the input is bad. ``members`` > 1 trains the mean of that many models (preset fast);
         ``probe`` is the probe radius in Å (None: PyMOL's solvent_radius); ``preview`` keeps a preview object
-        up to date (GUI)."""
-        options = {"async": 1, "probe": "" if probe is None else str(probe)}
+        up to date (GUI); ``minutes`` > 0 trains for that time instead of ``steps``."""
+        options = {"async": 1, "probe": "" if probe is None else str(probe), "minutes": str(minutes) if minutes else ""}
         try:
             self.model = dsr_train(selection, states, preset=preset, steps=int(steps), members=int(members),
                                    preview=int(preview), quiet=0, _self=self._self, **options)

@@ -10,7 +10,7 @@ REFRESH_MS = 250
 
 
 class DSRDialog(QtWidgets.QDialog):
-    """Selection and states, preset, steps, models averaged, probe and preview, Train/Cancel with progress, the
+    """Selection and states, preset, steps or minutes, models averaged, probe and preview, Train/Cancel with progress, the
     models, a time slider, level, colour and resolution, and a Movie button (every trained state)."""
 
     def __init__(self, parent=None, _self=cmd):
@@ -34,6 +34,12 @@ class DSRDialog(QtWidgets.QDialog):
         self.steps_spin = QtWidgets.QSpinBox()
         self.steps_spin.setRange(0, 10_000_000)
         self.steps_spin.setSpecialValueText("preset's")
+        self.minutes_spin = QtWidgets.QDoubleSpinBox()
+        self.minutes_spin.setRange(0.0, 10_080.0)
+        self.minutes_spin.setSingleStep(0.5)
+        self.minutes_spin.setSpecialValueText("the steps")
+        self.minutes_spin.setSuffix(" min")
+        self.minutes_spin.setToolTip("train for this time instead of a number of steps (the surfaces come first)")
         self.members_spin = QtWidgets.QSpinBox()
         self.members_spin.setRange(1, 16)
         self.members_spin.setToolTip("preset fast: train this many models side by side and show their mean "
@@ -76,6 +82,7 @@ class DSRDialog(QtWidgets.QDialog):
         form.addRow("States", self.states_edit)
         form.addRow("Preset", self.preset_box)
         form.addRow("Steps", self.steps_spin)
+        form.addRow("Or minutes", self.minutes_spin)
         form.addRow("Models averaged", self.members_spin)
         form.addRow("Probe", self.probe_spin)
         form.addRow(self.preview_check)
@@ -119,7 +126,7 @@ class DSRDialog(QtWidgets.QDialog):
     def train(self) -> None:
         self.controller.train(self.object_box.currentText(), self.states_edit.text(), self.preset_box.currentText(),
                               self.steps_spin.value(), self.members_spin.value(), self.probe_spin.value(),
-                              self.preview_check.isChecked())
+                              self.preview_check.isChecked(), self.minutes_spin.value())
         self.refresh_progress()
 
     def refresh_progress(self) -> None:

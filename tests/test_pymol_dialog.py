@@ -36,6 +36,14 @@ def test_train_progress_and_show_at_t():
     assert "t = 0.50" in controller.message
 
 
+def test_a_training_for_some_minutes():
+    controller = DialogController()
+    assert controller.train("pep", "1-3", "tiny", 0, minutes=0.02)
+    finish(controller)
+    status = session_for(cmd).tasks[controller.model].status()
+    assert status["state"] == "done" and 0 < status["total"] < 400  # tiny's own schedule: 400 steps
+
+
 def test_a_selection_probe_colour_resolution_and_the_movie():
     controller = DialogController()
     assert controller.default_probe() == pytest.approx(cmd.get_setting_float("solvent_radius"))
@@ -59,6 +67,8 @@ def test_bad_input_and_cancel_are_reported():
     assert "out of range" in controller.progress().text
     assert not controller.train("pep", "1-3", "tiny", 10, members=2)
     assert "members apply to preset fast only, not to tiny" in controller.progress().text
+    assert not controller.train("pep", "1-3", "tiny", 10, minutes=1.0)
+    assert "give steps= or minutes=, not both" in controller.progress().text
     assert controller.train("pep", "1-3", "tiny", 100000)
     controller.cancel()
     finish(controller)
@@ -124,6 +134,11 @@ def test_the_qt_dialog_trains_and_shows(monkeypatch):
     dialog.states_edit.setText("1-3")
     dialog.preset_box.setCurrentText("tiny")
     dialog.steps_spin.setValue(30)
+    dialog.minutes_spin.setValue(1.5)
+    dialog.train_button.click()
+    assert "give steps= or minutes=, not both" in dialog.status_label.text()
+    dialog.minutes_spin.setValue(0.0)
+    assert dialog.minutes_spin.text() == "the steps"
     assert dialog.probe_spin.value() == pytest.approx(cmd.get_setting_float("solvent_radius"))
     dialog.train_button.click()
     finish(dialog.controller)
