@@ -180,11 +180,20 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"proteins     {', '.join(state['protein_names'])}",
         f"time range   {times['start']:g} .. {times['stop']:g}" + (" (static)" if times['start'] == times['stop'] else ""),
         f"box          centre ({', '.join(f'{c:.2f}' for c in norm['center'])}) Å, half size {norm['scale']:.2f} Å",
-        f"steps        {state['step']} of {state.get('total_steps', '?')}",
+        f"steps        {state['step']} of {state.get('total_steps', '?')}" + _training_time(state),
         f"loss         {history[-1]['loss']:.5g}" if history else "loss         (not trained)",
     ]
     lines += [f"{key:12s} {value}" for key, value in sorted(state.get("metadata", {}).items())]
     print("\n".join(lines))
+
+
+def _training_time(state: dict) -> str:
+    """", trained 123 s" (", 123 s of a 2-minute budget") where the checkpoint says; "" for older files."""
+    if "seconds" not in state:
+        return ""
+    minutes = state["config"].get("minutes", 0.0)
+    budget = f" of a {minutes:g}-minute budget" if minutes else ""
+    return f", {float(state['seconds']):.0f} s of training{budget}"
 
 
 # ---------------------------------------------------------------------- dsr demo

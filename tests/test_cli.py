@@ -1,4 +1,5 @@
 """The ``dsr`` command line end to end on tiny inputs, through its real entry point."""
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def test_train_surface_info_end_to_end(cli_model, sphere, capsys):
     assert main(["info", str(model_path)]) == 0
     text = capsys.readouterr().out
     assert "tiny" in text and "150 of 150" in text and "1 .. 9" in text
+    assert re.search(r"150 of 150, \d+ s of training\n", text)
     size = model_path.stat().st_size / 1e6
     assert f"file         {size:.1f} MB, model, float32 weights" in text
     assert not (folder / "model.resume.pt").exists()  # the run completed: the model only
@@ -250,6 +252,9 @@ def test_minutes_train_for_a_time_budget_and_must_be_positive(cli_model, tmp_pat
     state = torch.load(model, weights_only=True)
     assert 0 < state["step"] < 400 and state["seconds"] == pytest.approx(1.2, abs=0.5)  # tiny: 400 steps
     capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    assert re.search(rf"{state['step']} of {state['step']}, \d s of training of a 0.02-minute budget\n",
+                     capsys.readouterr().out)
     for minutes, message in (("0", "--minutes must be positive, got 0"),
                              ("-1", "--minutes must be positive, got -1")):
         assert main(["train", str(series_path), "-o", str(tmp_path / "x.pt"), "--minutes", minutes]) == 2
