@@ -129,7 +129,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A CPU-sized model for interactive use and the quick start.
     "small": dict(model=ModelConfig(hidden=128, layers=6, skip_layer=3, latent_dim=32, init_radius=0.6),
                   batch_size=4096, frames_per_step=0, epochs=1500, lr=1e-3, lr_decay_epochs=500),
-    # K-Planes features + a 2 x 64 MLP (dsr_backend.kplanes): the fast model for CPUs and GPUs alike.
+    # K-Planes features (planes of 20, 40 and 80 nodes a side) + a 2 x 64 MLP (dsr_backend.kplanes): the fast
+    # model for CPUs and GPUs alike.
     # Besides the IGR terms it fits the signed distance to the surface near it and, through samples spread
     # six times wider, deep inside the molecule (where it would otherwise form false cavities); its gradient is
     # computed in closed form and the loss compiled, and 1,500 steps with the learning rate falling from 2e-2

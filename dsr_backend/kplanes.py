@@ -71,7 +71,7 @@ class KPlanesConfig:
         member trains on its own loss of the shared batches.
     """
 
-    space_resolutions: tuple[int, ...] = (32, 64, 128)
+    space_resolutions: tuple[int, ...] = (20, 40, 80)
     node_times: tuple[float, ...] = ()
     features: int = 64
     hidden: int = 64
