@@ -127,8 +127,8 @@ ARGUMENTS
     {default: 1}
 
     quality = quick or best: preset fast trains 1,500 steps (quick; 40 states of adenylate kinase
-    take about 5 minutes on two CPU cores, surfaces included; reconstruction IoU 0.965) or 6,000
-    (best; about 17 minutes of training for those 40 states; IoU 0.974, normals closer; between the
+    take about 4 minutes on two CPU cores, surfaces included; reconstruction IoU 0.971) or 6,000
+    (best; about 13 minutes of training for those 40 states; IoU 0.981, normals closer; between the
     states a little better) {default: quick}
 
     preview = 0 or 1: GUI only: keep an object <name>_preview showing the surface at the current
