@@ -188,7 +188,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def _training_time(state: dict) -> str:
-    """", trained 123 s" (", 123 s of a 2-minute budget") where the checkpoint says; "" for older files."""
+    """", 123 s of training" (", 123 s of training of a 2-minute budget") where the checkpoint says; "" for
+    files written before checkpoints held their training time."""
     if "seconds" not in state:
         return ""
     minutes = state["config"].get("minutes", 0.0)

@@ -215,12 +215,12 @@ class Trainer:
         The model ``checkpoint`` and its resume checkpoint are written every ``config.checkpoint_every``
         steps, at the end and on cancellation; the resume checkpoint is removed when the run completes. A
         diverged run raises before anything broken is written. With a time budget (``config.minutes``) the
-        total is sized after every step to end the run when the budget (less the time of earlier runs) is
-        spent (:class:`TimeBudget`).
+        total is sized after every step to end the run when the budget, counted over the whole run (earlier
+        runs included), is spent (:class:`TimeBudget`).
         """
         started = time.perf_counter()
         seconds_before = self.seconds
-        budget = TimeBudget(60.0 * self.config.minutes - self.seconds, self.step) if self.config.minutes else None
+        budget = TimeBudget(60.0 * self.config.minutes, self.step) if self.config.minutes else None
         cancelled = False
         if checkpoint is not None:
             for path in (checkpoint, resume_path(checkpoint)):
@@ -234,7 +234,7 @@ class Trainer:
                 record = self.train_step()
                 self.seconds = seconds_before + time.perf_counter() - started
                 if budget is not None:
-                    self.total_steps = budget.total_steps(self.step, self.total_steps)
+                    self.total_steps = budget.total_steps(self.step, self.total_steps, self.seconds)
                 if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save(checkpoint)
                 if progress is not None:
@@ -258,29 +258,28 @@ class TimeBudget:
     """Sizes a run to a wall-time budget from the pace of its steps.
 
     After each step the run's total becomes the steps done plus as many as the time left holds at the mean
-    pace of the steps since the first :attr:`WARMUP_STEPS` of the run (those compile the loss); until then it
-    stays as it was. Once the budget is spent, the total is the steps done.
+    pace of the steps since the first :attr:`WARMUP_STEPS` of this call of :meth:`Trainer.run` (those compile
+    the loss); until then it stays as it was. Once the budget is spent, the total is the steps done.
     """
 
     WARMUP_STEPS = 3
 
     def __init__(self, seconds: float, step: int):
         self.seconds = seconds
-        self.started = time.perf_counter()
         self._warm_step = step + self.WARMUP_STEPS
-        self._warm_time: float | None = None
+        self._warm_elapsed: float | None = None
 
-    def total_steps(self, step: int, total: int) -> int:
-        """The run's total after ``step`` (``total`` until the pace is known)."""
-        now = time.perf_counter()
-        left = self.seconds - (now - self.started)
+    def total_steps(self, step: int, total: int, elapsed: float) -> int:
+        """The run's total after ``step``, ``elapsed`` seconds of training into it (resumes included);
+        ``total`` until the pace is known."""
+        left = self.seconds - elapsed
         if left <= 0:
             return step
         if step == self._warm_step:
-            self._warm_time = now
-        if self._warm_time is None or step <= self._warm_step:
+            self._warm_elapsed = elapsed
+        if self._warm_elapsed is None or step <= self._warm_step:
             return total
-        pace = (now - self._warm_time) / (step - self._warm_step)
+        pace = (elapsed - self._warm_elapsed) / (step - self._warm_step)
         return step + int(left / pace)
 
 
