@@ -152,10 +152,16 @@ class Trainer:
         else:
             trainer.generator.manual_seed(config.seed + trainer.step)  # not the batches it already drew
         trainer.scheduler.last_epoch = trainer.step  # the schedule is a function of the step
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = config.lr * config.lr_factor(trainer.step, trainer.total_steps, series.num_frames)
+        trainer.follow_schedule()
         trainer.history = list(state.get("history", []))
         return trainer
+
+    def follow_schedule(self) -> None:
+        """Set the learning rate to the schedule's at the current step and total (after a resume, or when a
+        time budget resizes the run)."""
+        rate = self.config.lr * self.config.lr_factor(self.step, self.total_steps, self.series.num_frames)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def snapshot(self) -> TrainedModel:
         """The model as it stands, safe to call from another thread while the training runs (a copy of the
@@ -234,7 +240,10 @@ class Trainer:
                 record = self.train_step()
                 self.seconds = seconds_before + time.perf_counter() - started
                 if budget is not None:
-                    self.total_steps = budget.total_steps(self.step, self.total_steps, self.seconds)
+                    total = budget.total_steps(self.step, self.total_steps, self.seconds)
+                    if total != self.total_steps:
+                        self.total_steps = total
+                        self.follow_schedule()
                 if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save(checkpoint)
                 if progress is not None:
