@@ -22,6 +22,8 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("config", "model_state", "normalization", "time_map", "protein_names", "step")
 RESUME_KEYS = ("optimizer_state", "scheduler_state", "generator_state")
 """What a resume checkpoint holds beyond the model."""
+ROW_OPTIMIZER_KEY = "row_optimizer_state"
+"""Where a resume checkpoint of a row-sparse training holds the moments of its space-time planes."""
 RESUME_SUFFIX = ".resume.pt"
 STORAGES = ("float32", "float16")
 """How a model file may store its floating-point weights: as they are, or rounded to float16 and deflated
@@ -44,7 +46,8 @@ def model_only(state: dict[str, Any], storage: str = "float32") -> dict[str, Any
         raise CheckpointError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     weights = {name: _pack(value) if storage == "float16" and value.is_floating_point() else value.detach()
                for name, value in state["model_state"].items()}
-    return {**{k: v for k, v in state.items() if k not in RESUME_KEYS}, "model_state": weights}
+    return {**{k: v for k, v in state.items() if k not in RESUME_KEYS + (ROW_OPTIMIZER_KEY,)},
+            "model_state": weights}
 
 
 def _pack(tensor: torch.Tensor) -> dict[str, Any]:

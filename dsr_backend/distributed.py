@@ -95,6 +95,10 @@ class DistributedTrainer(Trainer):
     returns the same result.
     """
 
+    ROW_SPARSE = False
+    """DistributedDataParallel averages the gradients of module parameters only: the space-time planes train
+    whole, with the rest of the model."""
+
     def __init__(self, series: SurfaceSeries, config: TrainConfig, device: str | torch.device | None = None,
                  metadata: dict[str, Any] | None = None):
         if not dist.is_initialized():

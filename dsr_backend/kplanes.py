@@ -18,7 +18,8 @@ their value there: the model holds the last (first) learned surface.
 Planes are stored row-major, (height, width, channels), so that a point's features are a few contiguous
 rows. Training evaluates f and its gradient in x at the nodes in closed form (:meth:`KPlanesSDF.at_nodes`):
 one ordinary backward pass then differentiates the IGR loss, with no double backward through the
-look-ups; queries at any time use autograd where they need a derivative.
+look-ups; queries at any time use autograd where they need a derivative. A step that trains only some time
+nodes takes copies of their rows (:class:`TimeRows`), so its cost does not depend on how many nodes there are.
 """
 from __future__ import annotations
 
@@ -49,6 +50,36 @@ NODE_CHUNK = 16384
 
 NODE_PLANE_BYTES = 512 * 2 ** 20
 """Most memory the planes sampled on a query grid may take; larger grids go point by point."""
+
+
+@dataclass
+class TimeRows:
+    """Some rows of a model's space-time planes as tensors of their own, for a training step that trains
+    those rows alone (row-sparse training; :class:`~dsr_backend.row_adam.RowAdam` updates them).
+
+    Attributes
+    ----------
+    rows : (R,) the time nodes, increasing.
+    planes : per space-time plane, (R, W, C) copies of its rows ``rows``: what the step differentiates.
+    around : per space-time plane, (R, 5, W, C) its rows r-2 .. r+2 of each row r (clamped at the ends), for
+        the time smoothness term.
+    """
+
+    rows: torch.Tensor
+    planes: list[torch.Tensor]
+    around: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, model: "KPlanesSDF", rows: torch.Tensor) -> "TimeRows":
+        """The rows ``rows`` (R,) of ``model``'s space-time planes, as leaf tensors that require gradients."""
+        count = len(model.config.node_times)
+        near = (rows[:, None] + torch.arange(-2, 3, device=rows.device)).clamp(0, count - 1).reshape(-1)
+        planes, around = [], []
+        for plane in model.time_planes:
+            data = plane.detach()
+            planes.append(data.index_select(0, rows).requires_grad_())
+            around.append(data.index_select(0, near).view(len(rows), 5, *plane.shape[1:]))
+        return cls(rows, planes, around)
 
 
 @dataclass(frozen=True)
@@ -178,19 +209,24 @@ class KPlanesSDF(nn.Module):
 
     # ------------------------------------------------------------------ training: closed-form gradients
     def at_nodes(self, x: torch.Tensor, rows: torch.Tensor, protein: torch.Tensor,
-                 gradient: bool = True) -> SDFWithGradient:
+                 gradient: bool = True, time_rows: TimeRows | None = None) -> SDFWithGradient:
         """f and (with ``gradient``) its gradient in x at unit-frame points ``x`` (B, 3) at the time nodes
-        ``rows`` (B,), in closed form: differentiable in the parameters by one ordinary backward pass.
+        ``rows`` (B,), in closed form: differentiable in the parameters by one ordinary backward pass. With
+        ``time_rows`` (which must hold every node of ``rows``), the space-time features come from its
+        copies, and the gradient flows to them instead of to the planes.
 
         Each plane look-up gives its value and its derivatives along the plane's axes from the same
         texels; the product rule gives each scale's feature gradient and the chain rule through the MLP
         (softplus' = sigmoid) the gradient of f.
         """
+        time_planes = self.time_planes
+        if time_rows is not None:
+            time_planes, rows = time_rows.planes, torch.searchsorted(time_rows.rows, rows)
         features, jacobians = [], []
         for scale in range(self.scales):
             planes = [_plane(self.space_planes[3 * scale + k], x[:, u], x[:, v], gradient)
                       for k, (u, v) in enumerate(SPACE_AXES)]
-            lines = [_line(self.time_planes[3 * scale + axis], rows[:, None], x[:, axis], gradient)
+            lines = [_line(time_planes[3 * scale + axis], rows[:, None], x[:, axis], gradient)
                      for axis in range(3)]
             (xy, *d_xy), (xz, *d_xz), (yz, *d_yz) = planes
             (x_line, *d_x), (y_line, *d_y), (z_line, *d_z) = [(value[:, 0], *(d[:, 0] for d in rest))
@@ -220,16 +256,17 @@ class KPlanesSDF(nn.Module):
 
     def sdf_and_gradient(self, x: torch.Tensor, t: torch.Tensor, protein: torch.Tensor,
                          with_time: bool = False, dtype: torch.dtype = torch.float32,
-                         rows: torch.Tensor | None = None) -> SDFWithGradient:
+                         rows: torch.Tensor | None = None, time_rows: TimeRows | None = None) -> SDFWithGradient:
         """f and its gradient in x (and t when ``with_time``).
 
-        With time-node ``rows`` (B,) and no time derivative, :meth:`at_nodes` (the training path); otherwise
+        With time-node ``rows`` (B,) and no time derivative, :meth:`at_nodes` (the training path, on the
+        copies ``time_rows`` where given); otherwise
         autograd, differentiable in the parameters under grad mode. Under ``torch.no_grad()`` (queries) the
         results are plain tensors without a graph. ``dtype`` is accepted for the MLP's interface; this model
         computes in float32.
         """
         if rows is not None and not with_time:
-            return self.at_nodes(x, rows, protein)
+            return self.at_nodes(x, rows, protein, time_rows=time_rows)
         keep_graph = torch.is_grad_enabled()
         x = x.detach().requires_grad_(True)
         t = t.detach().requires_grad_(with_time)
@@ -241,11 +278,30 @@ class KPlanesSDF(nn.Module):
             sdf = sdf.detach()
         return SDFWithGradient(sdf, grads[0], grads[1] if with_time else None)
 
-    def time_smoothness(self) -> torch.Tensor:
-        """Mean squared second difference of the space-time planes along time."""
-        terms = [(plane[2:] - 2 * plane[1:-1] + plane[:-2]).pow(2).mean()
-                 for plane in self.time_planes if plane.shape[0] > 2]
-        return torch.stack(terms).sum() if terms else self.time_planes[0].new_zeros(())
+    def time_smoothness(self, time_rows: TimeRows | None = None) -> torch.Tensor:
+        """Mean squared second difference of the space-time planes along time, summed over the planes.
+
+        With ``time_rows``, the part of that sum that depends on its rows (the second differences centred
+        on each row and on its two neighbours), with the full penalty's gradient in those rows as its
+        gradient in the copies (computed in closed form from the rows around each).
+        """
+        count = len(self.config.node_times)
+        if count <= 2:
+            return self.time_planes[0].new_zeros(())
+        if time_rows is None:
+            return torch.stack([(plane[2:] - 2 * plane[1:-1] + plane[:-2]).pow(2).mean()
+                                for plane in self.time_planes]).sum()
+        centres = time_rows.rows[:, None] + torch.arange(-1, 2, device=time_rows.rows.device)
+        inside = ((centres >= 1) & (centres <= count - 2)).to(time_rows.planes[0].dtype)[..., None, None]
+        terms = []
+        for copy, around in zip(time_rows.planes, time_rows.around):
+            around = around.detach()
+            second = (around[:, 2:] - 2 * around[:, 1:-1] + around[:, :-2]) * inside  # centred r-1, r, r+1
+            scale = 1.0 / ((count - 2) * copy[0].numel())
+            # d/d(row r) of the sum of squares of those three: 2 (D_{r-1} - 2 D_r + D_{r+1})
+            gradient = 2 * scale * (second[:, 0] - 2 * second[:, 1] + second[:, 2])
+            terms.append(scale * second.pow(2).sum() + (gradient * (copy - copy.detach())).sum())
+        return torch.stack(terms).sum()
 
     # ------------------------------------------------------------------ queries on grids
     def node_function(self, axis: torch.Tensor, t: float,

@@ -74,6 +74,7 @@ class Batch:
     near_distance: torch.Tensor | None = None  # (B,) signed distance of the near samples, if asked for
     surface_row: torch.Tensor | None = None    # (B,) time node of each surface point, if asked for
     space_row: torch.Tensor | None = None      # time node of each sample of D
+    node_rows: torch.Tensor | None = None      # (K,) increasing: the time nodes drawn, when not all of them
 
     def rows(self) -> torch.Tensor | None:
         """The time nodes of the surface points followed by those of the samples (None if not drawn)."""
@@ -93,7 +94,9 @@ class SeriesSampler:
     that many times more, so that the samples reach deep inside the molecule and far from it. With
     ``distances``, each batch also carries the signed distance of its near-surface samples to their frame's
     surface (:meth:`signed_distance`). With ``node_times`` (the model times of a
-    K-Planes model's time nodes, which include every frame's), each point carries the row of its time.
+    K-Planes model's time nodes, which include every frame's), each point carries the row of its time, and a
+    step draws the frames of ``frames_per_step`` time nodes (the same thing for a series of one protein); when
+    that is fewer than all nodes, the batch lists them (``node_rows``) for row-sparse training.
     """
 
     def __init__(self, series: SurfaceSeries, batch_size: int, frames_per_step: int = 0, knn: int = 50,
@@ -135,6 +138,12 @@ class SeriesSampler:
             if not np.allclose(np.asarray(node_times)[np.minimum(rows, len(node_times) - 1)], series.model_times()):
                 raise InvalidInputError("the model's time nodes do not include every frame's time")
             self.frame_row = torch.as_tensor(rows, device=self.device)
+            self.node_count = len(node_times)
+
+    @property
+    def row_sparse(self) -> bool:
+        """Whether a batch holds the points of only some of the model's time nodes (``Batch.node_rows``)."""
+        return self.frame_row is not None and self.frames_per_step < self.node_count
 
     def sample(self, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
         """Draw one batch using ``generator`` (on the sampler's device) for all randomness.
@@ -145,7 +154,12 @@ class SeriesSampler:
         """
         device, count = self.device, self.batch_size
         num_frames = len(self.sizes)
-        if self.frames_per_step < num_frames:
+        node_rows = None
+        if self.frame_row is not None and self.frames_per_step < self.node_count:
+            drawn = torch.randperm(self.node_count, generator=generator, device=device)[:self.frames_per_step]
+            node_rows = drawn.sort().values
+            chosen = torch.isin(self.frame_row, node_rows).nonzero()[:, 0]
+        elif self.frames_per_step < num_frames:
             chosen = torch.randperm(num_frames, generator=generator, device=device)[:self.frames_per_step]
         else:
             chosen = torch.arange(num_frames, device=device)
@@ -172,7 +186,8 @@ class SeriesSampler:
             space_t=torch.cat([t, self.frame_t[donor_frame]]),
             space_protein=torch.cat([protein, self.frame_protein[donor_frame]]),
             near_distance=None if self.nearest is None else self.signed_distance(near, own, deep),
-            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]))
+            surface_row=rows, space_row=None if rows is None else torch.cat([rows, self.frame_row[donor_frame]]),
+            node_rows=node_rows)
 
     def signed_distance(self, x: torch.Tensor, frame: torch.Tensor, deep: torch.Tensor | None = None) -> torch.Tensor:
         """Signed distance from each point of ``x`` (B, 3) to the surface of its ``frame`` (B,), positive on the

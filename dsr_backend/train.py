@@ -17,13 +17,15 @@ import numpy as np
 import torch
 
 from .atomic import remove_orphans
-from .checkpoint import (is_resume_checkpoint, model_only, read_checkpoint, resume_path, save_checkpoint,
-                         unpacked)
+from .checkpoint import (ROW_OPTIMIZER_KEY, is_resume_checkpoint, model_only, read_checkpoint, resume_path,
+                         save_checkpoint, unpacked)
 from .config import TrainConfig
 from .errors import InvalidInputError, ResourceLimitError, TrainingDivergedError
+from .kplanes import TimeRows
 from .loss import igr_loss
 from .networks import build_network, fit_to_series
 from .query import available_memory_bytes
+from .row_adam import RowAdam
 from .sampling import BYTES_PER_TRAINING_POINT, Batch, SeriesSampler, kept_sizes
 from .series import SurfaceSeries
 from .threads import training_threads
@@ -57,7 +59,15 @@ class TrainResult:
 
 
 class Trainer:
-    """Holds the network, optimiser, schedule and random state of one training run."""
+    """Holds the network, optimiser, schedule and random state of one training run.
+
+    A K-Planes model whose steps draw fewer time nodes than it has (``frames_per_step``) trains row-sparse:
+    each step differentiates copies of the drawn nodes' rows of the space-time planes and a :class:`RowAdam`
+    updates those rows alone, so the cost of a step does not grow with the number of nodes.
+    """
+
+    ROW_SPARSE = True
+    """Whether this trainer trains the space-time planes row-sparse where the sampler allows it."""
 
     def __init__(self, series: SurfaceSeries, config: TrainConfig, device: str | torch.device | None = None,
                  metadata: dict[str, Any] | None = None):
@@ -73,8 +83,17 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.network = build_network(config.model).to(self.device)
         check_training_memory(series, self.network)
+        node_times = getattr(config.model, "node_times", None)
+        self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
+                                     config.global_fraction, self.device, distances=config.distance_weight > 0,
+                                     knn_subsample=config.knn_subsample, deep_spread=config.deep_spread,
+                                     node_times=None if node_times is None else np.asarray(node_times))
+        # a step that draws some time nodes trains copies of their rows (TimeRows), updated by a RowAdam
+        self.row_optimizer = RowAdam(self.time_planes()) if self.sampler.row_sparse and self.ROW_SPARSE else None
+        rowwise = {id(plane) for plane in self.time_planes()} if self.row_optimizer else set()
         # fused: one pass over each parameter a step (on a CPU the plain Adam step takes a tenth of a fast step)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=True)
+        self.optimizer = torch.optim.Adam([parameter for parameter in self.network.parameters()
+                                           if id(parameter) not in rowwise], lr=config.lr, fused=True)
         self.total_steps = config.total_steps(series.num_frames)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # of the step alone, over the total as it stands
             self.optimizer, lambda step: config.lr_factor(step, self.total_steps, series.num_frames))
@@ -82,11 +101,7 @@ class Trainer:
         self.generator.manual_seed(config.seed)
         compiled = config.compile and self.total_steps >= MIN_COMPILED_STEPS
         self.loss_function = torch.compile(igr_loss, dynamic=False) if compiled else igr_loss
-        node_times = getattr(config.model, "node_times", None)
-        self.sampler = SeriesSampler(series, config.batch_size, config.frames_per_step, config.knn,
-                                     config.global_fraction, self.device, distances=config.distance_weight > 0,
-                                     knn_subsample=config.knn_subsample, deep_spread=config.deep_spread,
-                                     node_times=None if node_times is None else np.asarray(node_times))
+        self._time_rows: list[TimeRows] = []
         self._weights_lock = threading.Lock()
         self.exact_resume = True  # False after :meth:`resume` from a model file without optimiser state
         self._prefetch = BatchPrefetch(self.sampler, self.generator) if self.device.type == "cpu" else None
@@ -102,6 +117,7 @@ class Trainer:
         return {
             "config": self.config.to_dict(), "model_state": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
+            **({ROW_OPTIMIZER_KEY: self.row_optimizer.state_dict()} if self.row_optimizer else {}),
             "generator_state": self._prefetch.generator_state() if self._prefetch else self.generator.get_state(),
             "step": self.step, "total_steps": self.total_steps, "seconds": self.seconds,
             "normalization": {"center": list(norm.center), "scale": norm.scale},
@@ -148,6 +164,8 @@ class Trainer:
         trainer.total_steps = steps if steps > 0 else int(state["total_steps"])
         if trainer.exact_resume:
             trainer.optimizer.load_state_dict(state["optimizer_state"])
+            if trainer.row_optimizer is not None:
+                trainer.row_optimizer.load_state_dict(state[ROW_OPTIMIZER_KEY])
             trainer.generator.set_state(state["generator_state"].cpu())
         else:
             trainer.generator.manual_seed(config.seed + trainer.step)  # not the batches it already drew
@@ -172,6 +190,11 @@ class Trainer:
         return TrainedModel.from_state(state, self.device)
 
     # ------------------------------------------------------------------ training
+    def time_planes(self) -> list[torch.Tensor]:
+        """The space-time planes of a K-Planes model (of every member of an ensemble), else none."""
+        members = getattr(self.network, "members", [self.network])
+        return [plane for member in members for plane in getattr(member, "time_planes", [])]
+
     def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
         batch = self._prefetch.next() if self._prefetch else self.sampler.sample(self.generator)
@@ -179,6 +202,10 @@ class Trainer:
                      self.config.latent_weight)
         settings = dict(dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
                         distance_weight=self.config.distance_weight)
+        if self.row_optimizer is not None:
+            members = getattr(self.network, "members", None)
+            self._time_rows = [TimeRows.of(member, batch.node_rows) for member in (members or [self.network])]
+            settings["time_rows"] = self._time_rows if members is not None else self._time_rows[0]
         try:
             loss, terms = self.loss_function(*arguments, **settings)
         except Exception as error:  # torch.compile fails where no compiler works: train without it
@@ -206,6 +233,10 @@ class Trainer:
             loss.backward()
         with self._weights_lock:
             self.optimizer.step()
+            if self.row_optimizer is not None:
+                self.row_optimizer.step(self._time_rows[0].rows, [copy.grad for rows in self._time_rows
+                                                                  for copy in rows.planes],
+                                        self.optimizer.param_groups[0]["lr"])
         self.scheduler.step()
         self.step += 1
         record = {"step": self.step, **{k: v.item() for k, v in reported.items()}}

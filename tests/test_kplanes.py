@@ -88,6 +88,26 @@ def test_closed_form_gradient_at_the_nodes_is_autograds_to_the_parameters(config
     assert without.grad_x is None
 
 
+def test_copies_of_some_rows_get_the_gradient_of_the_whole_planes_in_those_rows():
+    config = dataclasses.replace(SMALL, node_times=tuple(np.linspace(-1.0, 1.0, 8)))
+    model = varied(config, torch.float64)
+    x, _, protein = random_inputs(200, seed=4)
+    trained = torch.tensor([0, 1, 4, 7])  # an end, its neighbour, one inside, the other end
+    rows = trained[torch.randint(len(trained), (len(x),), generator=torch.Generator().manual_seed(5))]
+
+    def loss(out, smoothness):
+        return out.sdf.abs().mean() + ((out.grad_x.norm(dim=1) - 1) ** 2).mean() + 10 * smoothness
+
+    whole = torch.autograd.grad(loss(model.at_nodes(x.double(), rows, protein), model.time_smoothness()),
+                                list(model.time_planes))
+    copies = kplanes.TimeRows.of(model, trained)
+    partial = torch.autograd.grad(loss(model.at_nodes(x.double(), rows, protein, time_rows=copies),
+                                       model.time_smoothness(copies)), copies.planes)
+    for full, part in zip(whole, partial):
+        torch.testing.assert_close(part, full[trained])
+        assert full[[2, 3, 5, 6]].abs().sum() > 0  # the smoothness reaches the other rows too, untrained here
+
+
 @pytest.mark.parametrize("height, width", [(2, 9), (40, 32)])
 def test_plane_and_line_look_ups_are_grid_samples_bilinear_interpolation(height, width):
     generator = torch.Generator().manual_seed(3)
@@ -155,9 +175,10 @@ def test_one_time_node_is_a_static_model():
     torch.testing.assert_close(model.at_nodes(x, rows, protein).sdf, model(x, t, protein))
 
 
-def test_trained_on_a_moving_sphere(sphere, sphere_series):
+@pytest.mark.parametrize("frames_per_step", [0, 2], ids=["every node", "row-sparse"])
+def test_trained_on_a_moving_sphere(sphere, sphere_series, frames_per_step):
     config = preset("fast", steps=300, batch_size=1024, model=dataclasses.replace(SMALL, num_proteins=1),
-                    compile=False)
+                    compile=False, frames_per_step=frames_per_step)
     result = train(sphere_series, config, device="cpu")
     model = result.model
     assert np.allclose(model.network.config.node_times, sphere_series.model_times())  # a node per frame
@@ -238,8 +259,9 @@ def test_an_ensemble_is_the_mean_of_its_members(monkeypatch):
         dataclasses.replace(SMALL, members=0)
 
 
-def test_ensemble_members_train_as_if_alone_and_round_trip(sphere_series, tmp_path):
-    config = preset("fast", steps=6, batch_size=512, compile=False,
+@pytest.mark.parametrize("frames_per_step", [0, 2], ids=["every node", "row-sparse"])
+def test_ensemble_members_train_as_if_alone_and_round_trip(sphere_series, tmp_path, frames_per_step):
+    config = preset("fast", steps=6, batch_size=512, compile=False, frames_per_step=frames_per_step,
                     model=dataclasses.replace(SMALL, node_times=(), num_proteins=1, members=2))
     path = tmp_path / "ensemble.pt"
     together = train(sphere_series, config, checkpoint=path, device="cpu")

@@ -86,6 +86,21 @@ def test_frames_per_step_limits_each_batch(sphere_series):
     assert len(seen) > 1
 
 
+def test_a_step_of_some_time_nodes_draws_their_frames_and_lists_them(sphere_series):
+    node_times = np.unique(sphere_series.model_times())
+    sampler = SeriesSampler(sphere_series, batch_size=1000, frames_per_step=2, node_times=node_times)
+    assert sampler.row_sparse
+    generator, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(10):
+        batch = sampler.sample(generator)
+        assert len(batch.node_rows) == 2 and torch.all(batch.node_rows[1:] > batch.node_rows[:-1])
+        assert set(batch.rows().tolist()) == set(batch.node_rows.tolist())
+        seen.update(batch.node_rows.tolist())
+    assert seen == set(range(len(node_times)))
+    every = SeriesSampler(sphere_series, batch_size=1000, node_times=node_times)
+    assert not every.row_sparse and every.sample(generator).node_rows is None
+
+
 def test_same_generator_state_same_batch(sphere_series):
     sampler = SeriesSampler(sphere_series, batch_size=256)
     a = sampler.sample(torch.Generator().manual_seed(3))

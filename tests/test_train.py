@@ -8,7 +8,7 @@ import torch
 
 from dsr_backend import (CheckpointError, InvalidInputError, TrainedModel, Trainer, TrainingDivergedError, preset,
                          train)
-from dsr_backend.checkpoint import model_only, read_checkpoint, save_checkpoint
+from dsr_backend.checkpoint import ROW_OPTIMIZER_KEY, model_only, read_checkpoint, save_checkpoint
 from dsr_backend.errors import ResourceLimitError
 from dsr_backend.kplanes import KPlanesConfig
 from dsr_backend.loss import igr_loss
@@ -61,7 +61,8 @@ def test_tf32_is_fp32_off_cuda(sphere_series):
         assert fp32.train_step()["loss"] == tf32.train_step()["loss"]
 
 
-@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES))])
+@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES)),
+                                            ("fast", dict(batch_size=512, model=SMALL_KPLANES, frames_per_step=2))])
 def test_compiled_training_follows_eager_training(sphere_series, name, overrides, monkeypatch):
     monkeypatch.setattr(train_module, "MIN_COMPILED_STEPS", 3)
     eager, compiled = (Trainer(sphere_series, preset(name, steps=3, compile=c, **overrides), device="cpu")
@@ -111,8 +112,9 @@ def test_checkpoint_round_trip(trained_sphere):
     assert loaded.step == 300 and loaded.config == result.model.config
 
 
-@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES,
-                                                                          compile=False))])
+@pytest.mark.parametrize("name, overrides", [
+    ("tiny", {}), ("fast", dict(batch_size=512, model=SMALL_KPLANES, compile=False)),
+    ("fast", dict(batch_size=512, model=SMALL_KPLANES, compile=False, frames_per_step=2))])
 def test_resume_continues_exactly(sphere_series, tmp_path, name, overrides):
     config = preset(name, steps=12, checkpoint_every=0, **overrides)
     straight = train(sphere_series, config, device="cpu")
@@ -130,6 +132,31 @@ def test_resume_continues_exactly(sphere_series, tmp_path, name, overrides):
 
     assert every_tenth(straight.history) == every_tenth(finished.history)
     assert straight.final_loss == finished.final_loss
+
+
+def test_a_row_sparse_step_trains_the_rows_of_the_nodes_it_draws_and_no_others(sphere_series):
+    trainer = Trainer(sphere_series, preset("fast", steps=6, batch_size=512, model=SMALL_KPLANES, compile=False,
+                                            frames_per_step=2), device="cpu")
+    planes = trainer.time_planes()
+    assert trainer.row_optimizer is not None and len(planes) == 6
+    assert not any(plane is held for group in trainer.optimizer.param_groups for held in group["params"]
+                   for plane in planes)
+    trainer.train_step()  # (the first step moves no plane: the last layer starts at zero)
+    for _ in range(3):
+        before = [plane.detach().clone() for plane in planes]
+        space_before = trainer.network.space_planes[0].detach().clone()
+        trainer.train_step()
+        drawn = trainer._time_rows[0].rows.tolist()
+        assert len(drawn) == 2
+        for plane, old in zip(planes, before):
+            moved = (plane.detach() != old).flatten(1).any(dim=1)
+            assert moved.nonzero()[:, 0].tolist() == drawn
+        assert not torch.equal(trainer.network.space_planes[0], space_before)
+    state = trainer.state()  # the rows' moments go with the resume checkpoint, not with the model file
+    assert torch.equal(state[ROW_OPTIMIZER_KEY]["updates"], trainer.row_optimizer.updates)
+    assert ROW_OPTIMIZER_KEY not in model_only(state)
+    every = Trainer(sphere_series, preset("fast", steps=5, batch_size=512, model=SMALL_KPLANES), device="cpu")
+    assert every.row_optimizer is None  # a step over every node trains the planes whole
 
 
 def test_cosine_schedule_falls_to_zero_and_a_warm_start_takes_it_up(sphere_series, tmp_path):
