@@ -22,8 +22,8 @@ LR_SCHEDULES = ("step", "cosine")
 class TrainConfig:
     """Everything that decides a training run. Defaults are the paper's (section 3.2, authors' code).
 
-    An epoch is one pass over the frames at ``frames_per_step`` frames per step (0: all frames in every
-    step, so one step per epoch). ``steps`` overrides ``epochs`` when positive. ``minutes`` > 0 trains for
+    An epoch is as many steps as draw every frame once at ``frames_per_step`` frames per step (0: all frames
+    in every step, so one step per epoch); the run's total is rounded up. ``steps`` overrides ``epochs`` when positive. ``minutes`` > 0 trains for
     that wall time instead: the trainer sizes the run (and its learning-rate schedule) to the budget from the
     pace of its steps (:class:`~dsr_backend.train.TimeBudget`).
     """
@@ -79,15 +79,16 @@ class TrainConfig:
         if self.storage not in STORAGES:
             raise InvalidInputError(f"storage must be one of {', '.join(STORAGES)}, got {self.storage!r}")
 
-    def steps_per_epoch(self, num_frames: int) -> int:
+    def steps_per_epoch(self, num_frames: int) -> float:
+        """Steps that draw as many frames as the series has (``frames_per_step`` at a time)."""
         per_step = self.frames_per_step or num_frames
-        return -(-num_frames // min(per_step, num_frames))
+        return num_frames / min(per_step, num_frames)
 
     def total_steps(self, num_frames: int) -> int:
-        return self.steps if self.steps > 0 else self.epochs * self.steps_per_epoch(num_frames)
+        return self.steps if self.steps > 0 else math.ceil(self.epochs * self.steps_per_epoch(num_frames))
 
     def decay_every_steps(self, num_frames: int) -> int:
-        return self.lr_decay_epochs * self.steps_per_epoch(num_frames)
+        return max(1, round(self.lr_decay_epochs * self.steps_per_epoch(num_frames)))
 
     def lr_factor(self, step: int, total_steps: int, num_frames: int) -> float:
         """The learning rate after ``step`` of ``total_steps`` steps, as a fraction of ``lr``."""
@@ -133,9 +134,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # model for CPUs and GPUs alike.
     # Besides the IGR terms it fits the signed distance to the surface near it and, through samples spread
     # six times wider, deep inside the molecule (where it would otherwise form false cavities); its gradient is
-    # computed in closed form and the loss compiled, and 1,500 steps with the learning rate falling from 2e-2
-    # to zero on a cosine (chosen on DIMS; docs/results.md).
-    "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=0, epochs=1500, lr=2e-2,
+    # computed in closed form and the loss compiled, and 1,500 epochs with the learning rate falling from 2e-2
+    # to zero on a cosine (chosen on DIMS; docs/results.md). A step draws the frames of 40 time nodes: 1,500
+    # steps up to 40 states; beyond, more steps of the same cost (row-sparse), so every state trains as much.
+    "fast": dict(model=KPlanesConfig(), batch_size=4096, frames_per_step=40, epochs=1500, lr=2e-2,
                  lr_schedule="cosine", time_smoothness=1e-3, distance_weight=1.0, deep_spread=6.0, knn_subsample=10,
                  compile=True, storage="float16"),
     # The smallest useful model, for tests.

@@ -159,6 +159,14 @@ def test_a_row_sparse_step_trains_the_rows_of_the_nodes_it_draws_and_no_others(s
     assert every.row_optimizer is None  # a step over every node trains the planes whole
 
 
+def test_past_40_states_the_fast_schedule_grows_so_that_every_state_trains_as_much():
+    fast, paper = preset("fast"), preset("paper")
+    assert [fast.total_steps(states) for states in (5, 40, 41, 150, 1000)] == [1500, 1500, 1538, 5625, 37500]
+    assert [fast.total_steps(states) * 4096 / states for states in (40, 150, 1000)] == [153600.0] * 3
+    assert paper.total_steps(40) == 40 * paper.epochs and paper.decay_every_steps(40) == 40 * paper.lr_decay_epochs
+    assert preset("fast", quality="best").total_steps(150) == 4 * 5625
+
+
 def test_cosine_schedule_falls_to_zero_and_a_warm_start_takes_it_up(sphere_series, tmp_path):
     config = preset("tiny", steps=20, lr_schedule="cosine", checkpoint_every=0)
     trainer, rates = Trainer(sphere_series, config, device="cpu"), []
