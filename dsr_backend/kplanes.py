@@ -295,7 +295,6 @@ class KPlanesSDF(nn.Module):
         inside = ((centres >= 1) & (centres <= count - 2)).to(time_rows.planes[0].dtype)[..., None, None]
         terms = []
         for copy, around in zip(time_rows.planes, time_rows.around):
-            around = around.detach()
             second = (around[:, 2:] - 2 * around[:, 1:-1] + around[:, :-2]) * inside  # centred r-1, r, r+1
             scale = 1.0 / ((count - 2) * copy[0].numel())
             # d/d(row r) of the sum of squares of those three: 2 (D_{r-1} - 2 D_r + D_{r+1})

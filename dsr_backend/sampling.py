@@ -155,7 +155,7 @@ class SeriesSampler:
         device, count = self.device, self.batch_size
         num_frames = len(self.sizes)
         node_rows = None
-        if self.frame_row is not None and self.frames_per_step < self.node_count:
+        if self.row_sparse:
             drawn = torch.randperm(self.node_count, generator=generator, device=device)[:self.frames_per_step]
             node_rows = drawn.sort().values
             chosen = torch.isin(self.frame_row, node_rows).nonzero()[:, 0]

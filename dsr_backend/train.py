@@ -89,8 +89,9 @@ class Trainer:
                                      knn_subsample=config.knn_subsample, deep_spread=config.deep_spread,
                                      node_times=None if node_times is None else np.asarray(node_times))
         # a step that draws some time nodes trains copies of their rows (TimeRows), updated by a RowAdam
-        self.row_optimizer = RowAdam(self.time_planes()) if self.sampler.row_sparse and self.ROW_SPARSE else None
-        rowwise = {id(plane) for plane in self.time_planes()} if self.row_optimizer else set()
+        time_planes = [plane for model in self.models() for plane in getattr(model, "time_planes", [])]
+        self.row_optimizer = RowAdam(time_planes) if self.sampler.row_sparse and self.ROW_SPARSE else None
+        rowwise = {id(plane) for plane in time_planes} if self.row_optimizer else set()
         # fused: one pass over each parameter a step (on a CPU the plain Adam step takes a tenth of a fast step)
         self.optimizer = torch.optim.Adam([parameter for parameter in self.network.parameters()
                                            if id(parameter) not in rowwise], lr=config.lr, fused=True)
@@ -190,10 +191,9 @@ class Trainer:
         return TrainedModel.from_state(state, self.device)
 
     # ------------------------------------------------------------------ training
-    def time_planes(self) -> list[torch.Tensor]:
-        """The space-time planes of a K-Planes model (of every member of an ensemble), else none."""
-        members = getattr(self.network, "members", [self.network])
-        return [plane for member in members for plane in getattr(member, "time_planes", [])]
+    def models(self) -> list[torch.nn.Module]:
+        """The network's members where it is an ensemble, else the network itself."""
+        return list(getattr(self.network, "members", [self.network]))
 
     def batch_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of the next batch, to differentiate, and the detached values to report ("loss" first)."""
@@ -203,9 +203,9 @@ class Trainer:
         settings = dict(dtype=self.compute_dtype, smoothness_weight=self.config.time_smoothness,
                         distance_weight=self.config.distance_weight)
         if self.row_optimizer is not None:
-            members = getattr(self.network, "members", None)
-            self._time_rows = [TimeRows.of(member, batch.node_rows) for member in (members or [self.network])]
-            settings["time_rows"] = self._time_rows if members is not None else self._time_rows[0]
+            self._time_rows = [TimeRows.of(model, batch.node_rows) for model in self.models()]
+            ensemble = hasattr(self.network, "members")  # the loss takes one set of rows per member
+            settings["time_rows"] = self._time_rows if ensemble else self._time_rows[0]
         try:
             loss, terms = self.loss_function(*arguments, **settings)
         except Exception as error:  # torch.compile fails where no compiler works: train without it

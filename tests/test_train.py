@@ -137,7 +137,7 @@ def test_resume_continues_exactly(sphere_series, tmp_path, name, overrides):
 def test_a_row_sparse_step_trains_the_rows_of_the_nodes_it_draws_and_no_others(sphere_series):
     trainer = Trainer(sphere_series, preset("fast", steps=6, batch_size=512, model=SMALL_KPLANES, compile=False,
                                             frames_per_step=2), device="cpu")
-    planes = trainer.time_planes()
+    planes = list(trainer.network.time_planes)
     assert trainer.row_optimizer is not None and len(planes) == 6
     assert not any(plane is held for group in trainer.optimizer.param_groups for held in group["params"]
                    for plane in planes)
