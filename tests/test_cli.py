@@ -1,4 +1,5 @@
 """The ``dsr`` command line end to end on tiny inputs, through its real entry point."""
+import os
 import re
 import subprocess
 import sys
@@ -297,12 +298,12 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_old_file(cli_mode
 
 def test_ctrl_c_during_a_long_request_is_one_line(cli_model, tmp_path):
     import signal
-    import time
 
     _, _, model_path = cli_model
     process = subprocess.Popen([sys.executable, "-m", "dsr_backend.cli", "surface", str(model_path), "--t", "0-1:0.004",
-                                "--resolution", "64", "-o", str(tmp_path / "many.ply")], stderr=subprocess.PIPE, text=True)
-    time.sleep(15)  # torch imported, and well inside the 251 surfaces (about a minute of work)
+                                "--resolution", "64", "-o", str(tmp_path / "many.ply")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout.readline().startswith("wrote ")  # the first of 251 surfaces written, 250 to go
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err.strip().splitlines()[-1] == "dsr surface: interrupted"
