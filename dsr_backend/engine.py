@@ -37,7 +37,7 @@ from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .report import markdown_table
 from .series import SurfaceSeries
 from .surface import DEFAULT_PROBE, MAX_PROBE, solvent_excluded_surfaces
-from .train import Trainer
+from .train import TimeBudget, Trainer
 from .trained import TrainedModel, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class _Job:
     reported: float = 0.0           # time.monotonic() of the last event sent
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
-    training_from: tuple[int, float] | None = None  # step and time.time() when training (re)started
+    pace_from: int = 0              # step from which the pace of the steps (and so the ETA) is measured
+    paced: tuple[int, float] | None = None  # that step and time.time() when it was reported
+    rate: float | None = None       # steps per second since then
     trainer: Trainer | None = None  # while training: what a query of the unfinished model reads
     preview: tuple[int, TrainedModel] | None = None  # the last snapshot taken of it, and its step
 
@@ -89,10 +91,27 @@ class _Job:
         seconds = self.seconds if self.state in FINISHED else now - self.started
         snapshot = dict(id=self.id, name=self.name, state=self.state, phase=self.phase, step=self.step,
                         total=self.total, loss=self.loss, error=self.error, seconds=round(seconds, 3))
-        if self.training_from is not None and self.state == "running" and self.step > self.training_from[0]:
-            rate = (self.step - self.training_from[0]) / max(now - self.training_from[1], 1e-9)
-            snapshot["eta"] = round((self.total - self.step) / rate, 1)
+        if self.rate is not None:
+            snapshot["rate"] = self.rate
+            if self.state == "running":
+                snapshot["eta"] = round((self.total - self.step) / self.rate, 1)
         return snapshot
+
+    def start_training(self, step: int, total: int) -> None:
+        """Enter the training phase at ``step`` of ``total``. The ETA waits for the steps after the first
+        :attr:`~dsr_backend.train.TimeBudget.WARMUP_STEPS` (those compile, and would make it too long)."""
+        self.phase, self.step, self.total = "training", step, total
+        self.pace_from, self.paced, self.rate = step + TimeBudget.WARMUP_STEPS, None, None
+
+    def advance(self, step: int, total: int, loss: float) -> None:
+        """Record a training step reported by the trainer, and the pace since the warm-up."""
+        self.step, self.total, self.loss = step, total, loss
+        now = time.time()
+        if self.paced is None:
+            if step >= self.pace_from:
+                self.paced = (step, now)
+        elif step > self.paced[0]:
+            self.rate = (step - self.paced[0]) / max(now - self.paced[1], 1e-9)
 
 
 @dataclass
@@ -283,12 +302,12 @@ class Engine:
         else:
             config = training_config(settings, series.num_proteins)
             trainer = Trainer(series, config, device, metadata=settings.get("metadata"))
-        job.phase, job.step, job.total = "training", trainer.step, trainer.total_steps
-        job.training_from, job.trainer = (trainer.step, time.time()), trainer
+        job.start_training(trainer.step, trainer.total_steps)
+        job.trainer = trainer
         self._update(job, force=True)
 
         def progress(step: int, total: int, record: dict) -> None:
-            job.step, job.total, job.loss = step, total, float(record["loss"])
+            job.advance(step, total, float(record["loss"]))
             self._update(job)
 
         try:

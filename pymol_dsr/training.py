@@ -83,11 +83,18 @@ def progress_line(job: dict) -> str:
     line = f"{job['name']}: training {100 * step / max(total, 1):.0f}% ({step}/{total} steps)"
     if job.get("loss") is not None:
         line += f", loss {job['loss']:.4g}"
-    seconds = job.get("seconds", 0.0)
-    line += f", {seconds:.0f} s"
+    line += f", {duration(job.get('seconds', 0.0))}"
     if job.get("eta") is not None and step < total:
-        line += f", about {job['eta']:.0f} s left"
+        line += f", about {duration(job['eta'])} left"
     return line
+
+
+def duration(seconds: float) -> str:
+    """A time as people say it: "45 s", "12 min", "1 h 57 min"."""
+    if seconds < 99.5:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 @dataclass
@@ -188,9 +195,9 @@ class TrainTask:
             job = self.backend.wait(self.job_id, POLL_SECONDS)
             self._status = dict(job)
             training = job["phase"] == "training" and job["state"] == "running"
-            if training and job["total"]:
+            if training and job["total"] and (job.get("eta") is not None or job["step"] >= job["total"]):
                 tenth = int(job["step"] / job["total"] / REPORT_EVERY)
-                if tenth > reported:
+                if tenth > reported:  # the first line once the pace is known: it says how long to wait
                     reported = tenth
                     self._say(progress_line(job))
             if (training and self.preview is not None and job["step"] > previewed[0]

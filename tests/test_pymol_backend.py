@@ -3,6 +3,7 @@ import os
 import re
 import stat
 import sys
+import time
 
 import numpy as np
 import pymol2
@@ -10,13 +11,14 @@ import pytest
 from pymol import CmdException, cmd
 from scipy.spatial import cKDTree
 
-from dsr_backend.engine import Engine
+from dsr_backend.engine import Engine, _Job
+from dsr_backend.train import TimeBudget
 from dsr_backend.series import SurfaceSeries
 from pymol_dsr import backend as backends
 from pymol_dsr.atoms import extract_atoms
 from pymol_dsr.backend import SubprocessBackend, embedded_backend
 from pymol_dsr.commands import dsr_backend, dsr_surface, dsr_train, register
-from pymol_dsr.training import atom_arrays
+from pymol_dsr.training import atom_arrays, duration, progress_line
 from tests.conftest import hinge_peptide
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -95,6 +97,50 @@ def test_the_probe_radius_shapes_the_surfaces_the_engine_computes(peptide_arrays
     assert distance[0.0].max() < 2.1  # on the van der Waals spheres (radii up to 1.8 Å, grid error)
     # the probe smooths over the crevices: less surface (fewer points), further from the atom centres
     assert len(distance[1.4]) < 0.9 * len(distance[0.0]) and distance[1.4].mean() > distance[0.0].mean() + 0.05
+
+
+def test_the_time_left_is_paced_by_the_steps_after_the_compiling_ones():
+    job = _Job(id="j", name="m")
+    job.start_training(0, 1000)
+    time.sleep(1.0)  # the first steps compile: slow
+    for step in range(1, TimeBudget.WARMUP_STEPS + 1):
+        job.advance(step, 1000, 1.0)
+        assert "eta" not in job.snapshot()
+    for step in range(TimeBudget.WARMUP_STEPS + 1, 101):  # then about a thousand steps a second
+        time.sleep(0.001)
+        job.advance(step, 1000, 1.0)
+    snapshot = job.snapshot()
+    # counted from the start, 100 steps in 1.1 s would promise 10 s more; the 97 since the warm-up take ~0.1 s
+    assert 0 < snapshot["eta"] < 5 and snapshot["rate"] > 180
+    job.state = "done"
+    assert "eta" not in job.snapshot() and job.snapshot()["rate"] == snapshot["rate"]
+
+
+def test_an_engine_job_reports_its_pace_once_the_warm_up_is_over(peptide_arrays):
+    arrays, _ = peptide_arrays
+    snapshots = []
+    engine = Engine(on_update=snapshots.append)
+    try:
+        job = engine.submit_train(dict(name="paced", preset="tiny", steps=40, device="cpu"), arrays)
+        final = engine.wait(job, timeout=120)
+    finally:
+        engine.close()
+    assert final["state"] == "done" and final["rate"] > 0 and "eta" not in final
+    assert all("eta" not in s for s in snapshots if s["step"] <= TimeBudget.WARMUP_STEPS)
+
+
+@pytest.mark.parametrize("seconds, said", [(0.4, "0 s"), (45, "45 s"), (99, "99 s"), (100, "2 min"),
+                                           (750, "12 min"), (3569, "59 min"), (3570, "1 h 0 min"),
+                                           (7012, "1 h 57 min")])
+def test_durations_read_as_people_say_them(seconds, said):
+    assert duration(seconds) == said
+
+
+def test_a_progress_line_says_the_steps_the_loss_and_the_time_left():
+    job = dict(name="adk", state="running", phase="training", step=800, total=37500, loss=0.01234,
+               seconds=160.0, eta=7012.0)
+    assert progress_line(job) == "adk: training 2% (800/37500 steps), loss 0.01234, 3 min, about 1 h 57 min left"
+    assert progress_line(dict(job, step=37500)).endswith("loss 0.01234, 3 min")
 
 
 def test_worker_errors_come_back_as_one_line_messages(worker):

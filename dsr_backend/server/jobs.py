@@ -81,8 +81,7 @@ class _Run:
     seconds_before: float
     resumed: bool
     started: float = field(default_factory=time.time)
-    first_step: int | None = None   # training step and time of the first progress report of this run
-    first_time: float = 0.0
+    training_seen: bool = False     # whether a progress report of this run's training has come in
 
 
 def make_private(data_dir: str) -> None:
@@ -245,9 +244,11 @@ class JobService:
                 return
             fields = dict(phase=snapshot["phase"], step=snapshot["step"], total=snapshot["total"],
                           loss=snapshot["loss"], seconds=run.seconds_before + snapshot["seconds"])
-            if run.resumed and run.first_step is None and snapshot["phase"] == "training":
-                fields["resumed_from"] = snapshot["step"]
-            fields.update(self._speed(run, snapshot))
+            if snapshot["phase"] == "training" and not run.training_seen:
+                run.training_seen = True
+                if run.resumed:
+                    fields["resumed_from"] = snapshot["step"]
+            fields.update({key: snapshot[key] for key in ("rate", "eta") if key in snapshot})
             if snapshot["state"] == "running":
                 self.store.update_job(job_id, **fields)
                 return
@@ -268,21 +269,6 @@ class JobService:
         leftovers = ["input.npz", "series.npz", "checkpoint.resume.pt"] + (["checkpoint.pt"] if cancelled else [])
         for leftover in leftovers:
             self._remove(os.path.join(self._job_dir(job_id), leftover))
-
-    @staticmethod
-    def _speed(run: _Run, snapshot: dict) -> dict[str, float]:
-        """Steps per second of this run and the seconds left, once two training reports are in."""
-        if snapshot["phase"] != "training":
-            return {}
-        now = time.time()
-        if run.first_step is None:
-            run.first_step, run.first_time = snapshot["step"], now
-            return {}
-        done = snapshot["step"] - run.first_step
-        if done <= 0 or now <= run.first_time:
-            return {}
-        rate = done / (now - run.first_time)
-        return dict(rate=rate, eta=(snapshot["total"] - snapshot["step"]) / rate)
 
     @staticmethod
     def _remove(path: str) -> None:
