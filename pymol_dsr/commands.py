@@ -132,7 +132,7 @@ ARGUMENTS
     states a little better). Past 40 states the steps grow with the states (1,500 x states / 40
     for quick) so that every state trains as much: 150 states take about 20 minutes on two CPU
     cores; give minutes= to cap the time. Not yet for 1,000 states: their 37,500 default steps
-    (2 hours) gave a poor model (IoU 0.41) where steps=1500 gives IoU 0.90 {default: quick}
+    (2 hours) gave a poor model (IoU 0.41) where steps=3000 gives IoU 0.90 {default: quick}
 
     preview = 0 or 1: GUI only: keep an object <name>_preview showing the surface at the current
     state as the training goes {default: 0}
