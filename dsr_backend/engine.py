@@ -37,7 +37,7 @@ from .query import MIN_COMPONENT, extract_surfaces, sdf_grid
 from .report import markdown_table
 from .series import SurfaceSeries
 from .surface import DEFAULT_PROBE, MAX_PROBE, solvent_excluded_surfaces
-from .train import TimeBudget, Trainer
+from .train import StepPace, Trainer
 from .trained import TrainedModel, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ class _Job:
     reported: float = 0.0           # time.monotonic() of the last event sent
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
-    pace_from: int = 0              # step from which the pace of the steps (and so the ETA) is measured
-    paced: tuple[int, float] | None = None  # that step and time.time() when it was reported
-    rate: float | None = None       # steps per second since then
+    pace: StepPace | None = None    # pace of the training steps; the rate and the ETA come from it
     trainer: Trainer | None = None  # while training: what a query of the unfinished model reads
     preview: tuple[int, TrainedModel] | None = None  # the last snapshot taken of it, and its step
 
@@ -91,27 +89,23 @@ class _Job:
         seconds = self.seconds if self.state in FINISHED else now - self.started
         snapshot = dict(id=self.id, name=self.name, state=self.state, phase=self.phase, step=self.step,
                         total=self.total, loss=self.loss, error=self.error, seconds=round(seconds, 3))
-        if self.rate is not None:
-            snapshot["rate"] = self.rate
+        seconds_per_step = self.pace.seconds_per_step if self.pace is not None else None
+        if seconds_per_step:
+            snapshot["rate"] = 1.0 / seconds_per_step
             if self.state == "running":
-                snapshot["eta"] = round((self.total - self.step) / self.rate, 1)
+                snapshot["eta"] = round((self.total - self.step) * seconds_per_step, 1)
         return snapshot
 
     def start_training(self, step: int, total: int) -> None:
-        """Enter the training phase at ``step`` of ``total``. The ETA waits for the steps after the first
-        :attr:`~dsr_backend.train.TimeBudget.WARMUP_STEPS` (those compile, and would make it too long)."""
+        """Enter the training phase at ``step`` of ``total``; the rate and the ETA wait for the
+        :class:`~dsr_backend.train.StepPace` of the steps after the warm-up."""
         self.phase, self.step, self.total = "training", step, total
-        self.pace_from, self.paced, self.rate = step + TimeBudget.WARMUP_STEPS, None, None
+        self.pace = StepPace(step)
 
     def advance(self, step: int, total: int, loss: float) -> None:
-        """Record a training step reported by the trainer, and the pace since the warm-up."""
+        """Record a training step reported by the trainer."""
         self.step, self.total, self.loss = step, total, loss
-        now = time.time()
-        if self.paced is None:
-            if step >= self.pace_from:
-                self.paced = (step, now)
-        elif step > self.paced[0]:
-            self.rate = (step - self.paced[0]) / max(now - self.paced[1], 1e-9)
+        self.pace.record(step, time.time())
 
 
 @dataclass

@@ -294,20 +294,36 @@ class Trainer:
                            last_record=self.last_record)
 
 
-class TimeBudget:
-    """Sizes a run to a wall-time budget from the pace of its steps.
-
-    After each step the run's total becomes the steps done plus as many as the time left holds at the mean
-    pace of the steps since the first :attr:`WARMUP_STEPS` of this call of :meth:`Trainer.run` (those compile
-    the loss); until then it stays as it was. Once the budget is spent, the total is the steps done.
-    """
+class StepPace:
+    """The mean time of the steps of a run, counted from the end of its first :attr:`WARMUP_STEPS` (those
+    compile the loss, and would make the pace too slow); None until a step past them is recorded."""
 
     WARMUP_STEPS = 3
 
+    def __init__(self, step: int):
+        self._warm_step = step + self.WARMUP_STEPS
+        self._warm_seconds: float | None = None
+        self.seconds_per_step: float | None = None
+
+    def record(self, step: int, seconds: float) -> None:
+        """Step ``step`` ended ``seconds`` into the run (on any clock that does not go back)."""
+        if step == self._warm_step:
+            self._warm_seconds = seconds
+        elif self._warm_seconds is not None and step > self._warm_step:
+            self.seconds_per_step = (seconds - self._warm_seconds) / (step - self._warm_step)
+
+
+class TimeBudget:
+    """Sizes a run to a wall-time budget from the pace of its steps.
+
+    After each step the run's total becomes the steps done plus as many as the time left holds at the
+    :class:`StepPace` of this call of :meth:`Trainer.run`; until that is known it stays as it was. Once the
+    budget is spent, the total is the steps done.
+    """
+
     def __init__(self, seconds: float, step: int):
         self.seconds = seconds
-        self._warm_step = step + self.WARMUP_STEPS
-        self._warm_elapsed: float | None = None
+        self._pace = StepPace(step)
 
     def total_steps(self, step: int, total: int, elapsed: float) -> int:
         """The run's total after ``step``, ``elapsed`` seconds of training into it (resumes included);
@@ -315,12 +331,10 @@ class TimeBudget:
         left = self.seconds - elapsed
         if left <= 0:
             return step
-        if step == self._warm_step:
-            self._warm_elapsed = elapsed
-        if self._warm_elapsed is None or step <= self._warm_step:
+        self._pace.record(step, elapsed)
+        if self._pace.seconds_per_step is None:
             return total
-        pace = (elapsed - self._warm_elapsed) / (step - self._warm_step)
-        return step + int(left / pace)
+        return step + int(left / self._pace.seconds_per_step)
 
 
 def check_training_memory(series: SurfaceSeries, network: torch.nn.Module) -> None:

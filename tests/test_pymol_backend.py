@@ -12,7 +12,7 @@ from pymol import CmdException, cmd
 from scipy.spatial import cKDTree
 
 from dsr_backend.engine import Engine, _Job
-from dsr_backend.train import TimeBudget
+from dsr_backend.train import StepPace
 from dsr_backend.series import SurfaceSeries
 from pymol_dsr import backend as backends
 from pymol_dsr.atoms import extract_atoms
@@ -103,10 +103,10 @@ def test_the_time_left_is_paced_by_the_steps_after_the_compiling_ones():
     job = _Job(id="j", name="m")
     job.start_training(0, 1000)
     time.sleep(1.0)  # the first steps compile: slow
-    for step in range(1, TimeBudget.WARMUP_STEPS + 1):
+    for step in range(1, StepPace.WARMUP_STEPS + 1):
         job.advance(step, 1000, 1.0)
         assert "eta" not in job.snapshot()
-    for step in range(TimeBudget.WARMUP_STEPS + 1, 101):  # then about a thousand steps a second
+    for step in range(StepPace.WARMUP_STEPS + 1, 101):  # then about a thousand steps a second
         time.sleep(0.001)
         job.advance(step, 1000, 1.0)
     snapshot = job.snapshot()
@@ -126,7 +126,7 @@ def test_an_engine_job_reports_its_pace_once_the_warm_up_is_over(peptide_arrays)
     finally:
         engine.close()
     assert final["state"] == "done" and final["rate"] > 0 and "eta" not in final
-    assert all("eta" not in s for s in snapshots if s["step"] <= TimeBudget.WARMUP_STEPS)
+    assert all("eta" not in s for s in snapshots if s["step"] <= StepPace.WARMUP_STEPS)
 
 
 @pytest.mark.parametrize("seconds, said", [(0.4, "0 s"), (45, "45 s"), (99, "99 s"), (100, "2 min"),
